@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The main job: a local control plane (etcd + kube-apiserver) with the provider's CRDs installed,
+# and the manager running against it and the local Docker engine. Ctrl+C stops everything;
+# the cluster's data is kept in $CAPD_RS_CACHE/local for the next run.
+#
+#   LOCAL_API_PORT   the apiserver's port on 127.0.0.1 (default 16443)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/.."
+source hack/lib.sh
+
+: "${LOCAL_API_PORT:=16443}"
+etcd_port=$((LOCAL_API_PORT + 1)) etcd_peer_port=$((LOCAL_API_PORT + 2))
+state="$CAPD_RS_CACHE/local"
+mkdir -p "$state/certs"
+
+bins=$(bash hack/setup.sh)
+log "building the manager"
+cargo build --quiet --bin manager
+
+if [[ ! -f "$state/sa.key" ]]; then
+  openssl genrsa -out "$state/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$state/sa.key" -pubout -out "$state/sa.pub" 2>/dev/null
+  echo "$(openssl rand -hex 16),admin,admin,system:masters" >"$state/tokens.csv"
+fi
+token=$(cut -d, -f1 "$state/tokens.csv")
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  log "stopping"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+for port in "$LOCAL_API_PORT" "$etcd_port" "$etcd_peer_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port on 127.0.0.1 is in use (another hack/run.sh?). Set LOCAL_API_PORT to another port."
+  fi
+done
+
+"$bins/etcd" --data-dir="$state/etcd" --listen-client-urls="http://127.0.0.1:$etcd_port" \
+  --advertise-client-urls="http://127.0.0.1:$etcd_port" --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+  >"$state/etcd.log" 2>&1 &
+pids+=($!)
+"$bins/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$state/certs" \
+  --secure-port="$LOCAL_API_PORT" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --authorization-mode=RBAC \
+  --token-auth-file="$state/tokens.csv" --service-account-issuer="https://127.0.0.1:$LOCAL_API_PORT" \
+  --service-account-key-file="$state/sa.pub" --service-account-signing-key-file="$state/sa.key" \
+  --disable-admission-plugins=ServiceAccount >"$state/kube-apiserver.log" 2>&1 &
+pids+=($!)
+
+export KUBECONFIG="$state/kubeconfig"
+for _ in $(seq 1 600); do [[ -s "$state/certs/apiserver.crt" ]] && break; sleep 0.1; done
+[[ -s "$state/certs/apiserver.crt" ]] || die "kube-apiserver did not start; see $state/kube-apiserver.log"
+kubectl config set-cluster local --server="https://127.0.0.1:$LOCAL_API_PORT" \
+  --certificate-authority="$state/certs/apiserver.crt" --embed-certs >/dev/null
+kubectl config set-credentials admin --token="$token" >/dev/null
+kubectl config set-context local --cluster=local --user=admin >/dev/null
+kubectl config use-context local >/dev/null
+for _ in $(seq 1 600); do
+  [[ $(kubectl get --raw /readyz 2>/dev/null) == ok ]] && break
+  sleep 0.1
+done
+[[ $(kubectl get --raw /readyz 2>/dev/null) == ok ]] || die "kube-apiserver is not ready; see $state/kube-apiserver.log"
+
+kubectl apply --server-side -f config/crd/bases >/dev/null
+kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+log "control plane ready: export KUBECONFIG=$KUBECONFIG  (kubectl get dockerclusters -A)"
+log "starting the manager (Ctrl+C stops everything)"
+target/debug/manager &
+pids+=($!)
+wait -n "${pids[@]}"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Prepares this machine for capd-rs's tests and local runs; safe to run again (it reuses caches):
+#   - a Docker engine that answers, and the Docker network "kind"   (hack/docker-engine.sh)
+#   - the local test images capd-rs-test/{node,haproxy}:local       (hack/images.sh)
+#   - kube-apiserver and etcd binaries                               (hack/control-plane.sh)
+# Prints the directory of the control-plane binaries on stdout.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/lib.sh"
+
+command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup (https://rustup.rs)."
+bash "$here/docker-engine.sh"
+bash "$here/images.sh"
+bash "$here/control-plane.sh"

@@ -1,0 +1,6 @@
+//! capd-rs: a Cluster API infrastructure provider for Docker.
+//!
+//! The library holds everything the `manager` and `crdgen` binaries share: the v1beta2 API types
+//! ([`api`]) and, as the provider grows, the webhooks, controllers and Docker runtime.
+
+pub mod api;
