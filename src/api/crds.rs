@@ -29,6 +29,10 @@ pub enum CrdError {
     },
 }
 
+/// The label that tells core Cluster API which API version implements which contract.
+/// (Set here, not with kube's `label` attribute, which would also stamp it on every object.)
+pub const CONTRACT_LABEL: (&str, &str) = ("cluster.x-k8s.io/v1beta2", "v1beta2");
+
 /// Every CRD the provider installs, in a stable order.
 pub fn all_crds() -> Result<Vec<CustomResourceDefinition>, CrdError> {
     [
@@ -66,15 +70,20 @@ fn crd_name(crd: &CustomResourceDefinition) -> String {
     crd.metadata.name.clone().unwrap_or_default()
 }
 
-/// Brings the derived schema in line with CAPD's CRDs:
+/// Adds the contract label and brings the derived schema in line with CAPD's CRDs:
 /// - no root `title`, and the `apiVersion`, `kind` and `metadata` properties controller-gen lists;
 /// - no `nullable`: Go's optional fields are omitted, never null, and controller-gen emits none;
 /// - int-or-string values as `anyOf: [{type: integer}, {type: string}]` (kube strips the types);
 /// - a `spec` whose fields are all optional is optional at the root, as in CAPD, and the
 ///   apiserver defaults it to `{}`, so every stored object has one. (A template's spec requires
 ///   `template`, so it stays required: a template without one is useless.)
-fn normalize(crd: CustomResourceDefinition) -> Result<CustomResourceDefinition, CrdError> {
+fn normalize(mut crd: CustomResourceDefinition) -> Result<CustomResourceDefinition, CrdError> {
     let name = crd_name(&crd);
+    let (key, value) = CONTRACT_LABEL;
+    crd.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(key.into(), value.into());
     let json_err = |source| CrdError::Json {
         name: name.clone(),
         source,

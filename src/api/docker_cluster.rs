@@ -1,6 +1,10 @@
 //! `DockerCluster` and `DockerClusterTemplate`: the infrastructure of a cluster, an HAProxy
 //! load-balancer container in front of the control plane.
 
+// The repeated `printcolumn(type_ = .., priority = ..)` keys of the kube derive are separate
+// columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -21,7 +25,6 @@ use super::schema;
     category = "cluster-api",
     derive = "PartialEq",
     derive = "Default",
-    label("cluster.x-k8s.io/v1beta2", "v1beta2"),
     doc = "DockerCluster is the Schema for the dockerclusters API.",
     printcolumn(
         name = "Cluster",
@@ -165,7 +168,6 @@ impl DockerClusterInitializationStatus {
     category = "cluster-api",
     derive = "PartialEq",
     derive = "Default",
-    label("cluster.x-k8s.io/v1beta2", "v1beta2"),
     doc = "DockerClusterTemplate is the Schema for the dockerclustertemplates API.",
     printcolumn(
         name = "Age",

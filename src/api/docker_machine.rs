@@ -1,6 +1,10 @@
 //! `DockerMachine` and `DockerMachineTemplate`: a machine of a cluster, a kind-style node
 //! container bootstrapped from the machine's cloud-init or Ignition data.
 
+// The repeated `printcolumn(type_ = .., priority = ..)` keys of the kube derive are separate
+// columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -24,7 +28,6 @@ use super::schema;
     category = "cluster-api",
     derive = "PartialEq",
     derive = "Default",
-    label("cluster.x-k8s.io/v1beta2", "v1beta2"),
     doc = "DockerMachine is the Schema for the dockermachines API.",
     printcolumn(
         name = "Cluster",
@@ -197,7 +200,6 @@ impl DockerMachineInitializationStatus {
     category = "cluster-api",
     derive = "PartialEq",
     derive = "Default",
-    label("cluster.x-k8s.io/v1beta2", "v1beta2"),
     doc = "DockerMachineTemplate is the schema for the Docker Machine Templates API.",
     printcolumn(
         name = "Age",

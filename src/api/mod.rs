@@ -7,7 +7,10 @@ pub mod common;
 pub mod crds;
 mod docker_cluster;
 mod docker_machine;
+pub mod parse;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 pub use docker_cluster::{
     DockerCluster, DockerClusterInitializationStatus, DockerClusterSpec, DockerClusterStatus,
