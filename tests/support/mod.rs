@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod control_plane;
+pub mod crds;
 pub mod docker;
 pub mod setup;
 
@@ -112,6 +113,21 @@ impl Drop for TestContext {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs `kubectl` against the test control plane; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&control_plane::control_plane().kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
