@@ -216,3 +216,82 @@ fn bad_documents_name_the_field_path() {
     let err = parse::from_yaml::<DockerCluster>("spec: [unclosed").unwrap_err();
     assert!(matches!(err, ParseError::Syntax(_)), "{err}");
 }
+
+#[test]
+fn capi_shims_read_what_core_cluster_api_writes() {
+    let cluster: capi::Cluster = parse::from_yaml(
+        r#"
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: Cluster
+metadata: {name: my-cluster, namespace: default}
+spec:
+  paused: true
+  clusterNetwork:
+    pods: {cidrBlocks: [192.168.0.0/16]}
+    services: {cidrBlocks: [10.128.0.0/12]}
+    serviceDomain: cluster.local
+  controlPlaneRef: {apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: cp}
+  infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DockerCluster, name: my-cluster}
+  topology: {classRef: {name: quick-start}, version: v1.35.0}
+status:
+  phase: Provisioned
+  initialization: {infrastructureProvisioned: true, controlPlaneInitialized: false}
+  conditions:
+  - {type: ControlPlaneInitialized, status: "False", reason: NotInitialized, message: "", lastTransitionTime: "2026-11-01T10:00:00Z"}
+"#,
+    )
+    .unwrap();
+    assert_eq!(cluster.spec.paused, Some(true));
+    assert_eq!(
+        cluster.spec.cluster_network.pods.cidr_blocks,
+        ["192.168.0.0/16"]
+    );
+    assert_eq!(cluster.spec.infrastructure_ref.kind, "DockerCluster");
+    assert!(!cluster.spec.control_plane_ref.is_empty());
+    let status = cluster.status.unwrap();
+    assert_eq!(
+        status.initialization.unwrap().control_plane_initialized,
+        Some(false)
+    );
+    assert_eq!(status.conditions[0].type_, "ControlPlaneInitialized");
+
+    let machine: capi::Machine = parse::from_yaml(
+        r#"
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: Machine
+metadata: {name: m, namespace: default, labels: {cluster.x-k8s.io/cluster-name: my-cluster}}
+spec:
+  clusterName: my-cluster
+  bootstrap: {configRef: {apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfig, name: m}, dataSecretName: m-bootstrap}
+  infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DockerMachine, name: m}
+  version: v1.35.0
+  failureDomain: fd1
+status:
+  nodeRef: {name: m}
+  addresses: [{type: InternalIP, address: 172.18.0.4}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        machine.spec.bootstrap.data_secret_name.as_deref(),
+        Some("m-bootstrap")
+    );
+    assert_eq!(
+        (
+            machine.spec.version.as_str(),
+            machine.spec.failure_domain.as_str()
+        ),
+        ("v1.35.0", "fd1")
+    );
+    assert_eq!(machine.status.unwrap().node_ref.unwrap().name, "m");
+
+    let crd_names: Vec<String> = crds::all_crds()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.spec.group)
+        .collect();
+    assert!(
+        crd_names.iter().all(|g| g == GROUP),
+        "a core Cluster API shim leaked into the CRDs: {crd_names:?}"
+    );
+}
