@@ -160,3 +160,23 @@ pub struct DeprecatedStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v1beta1: Option<V1Beta1DeprecatedStatus>,
 }
+
+/// The infrastructure provisioning milestone of a DockerCluster or DockerMachine
+/// (`status.initialization`; CAPD's `Docker{Cluster,Machine}InitializationStatus`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("minProperties" = 1))]
+pub struct InitializationStatus {
+    /// provisioned is true when the infrastructure provider reports that the object's
+    /// infrastructure is fully provisioned. NOTE: this field is part of the Cluster API contract,
+    /// and it is used to orchestrate initial provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<bool>,
+}
+
+impl InitializationStatus {
+    /// True when nothing is reported yet (omitted on the wire).
+    pub fn is_empty(&self) -> bool {
+        self.provisioned.is_none()
+    }
+}

@@ -10,7 +10,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ApiEndpoint, DeprecatedStatus, FailureDomain, TemplateObjectMeta};
+use super::common::{
+    ApiEndpoint, DeprecatedStatus, FailureDomain, InitializationStatus, TemplateObjectMeta,
+};
 use super::schema;
 
 /// DockerClusterSpec defines the desired state of DockerCluster.
@@ -121,11 +123,8 @@ pub struct DockerClusterStatus {
     /// initialization provides observations of the DockerCluster initialization process.
     /// NOTE: Fields in this struct are part of the Cluster API contract and are used to
     /// orchestrate initial Cluster provisioning.
-    #[serde(
-        default,
-        skip_serializing_if = "DockerClusterInitializationStatus::is_empty"
-    )]
-    pub initialization: DockerClusterInitializationStatus,
+    #[serde(default, skip_serializing_if = "InitializationStatus::is_empty")]
+    pub initialization: InitializationStatus,
 
     /// failureDomains is a list of failure domain objects synced from the infrastructure provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -136,25 +135,6 @@ pub struct DockerClusterStatus {
     /// the nested field are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecated: Option<DeprecatedStatus>,
-}
-
-/// DockerClusterInitializationStatus provides observations of the DockerCluster initialization process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("minProperties" = 1))]
-pub struct DockerClusterInitializationStatus {
-    /// provisioned is true when the infrastructure provider reports that the Cluster's
-    /// infrastructure is fully provisioned. NOTE: this field is part of the Cluster API contract,
-    /// and it is used to orchestrate initial Cluster provisioning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioned: Option<bool>,
-}
-
-impl DockerClusterInitializationStatus {
-    /// True when nothing is reported yet (omitted on the wire).
-    pub fn is_empty(&self) -> bool {
-        self.provisioned.is_none()
-    }
 }
 
 /// DockerClusterTemplateSpec defines the desired state of DockerClusterTemplate.

@@ -13,7 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeprecatedStatus, MachineAddress, TemplateObjectMeta};
+use super::common::{DeprecatedStatus, InitializationStatus, MachineAddress, TemplateObjectMeta};
 use super::schema;
 
 /// DockerMachineSpec defines the desired state of DockerMachine.
@@ -142,11 +142,8 @@ pub struct DockerMachineStatus {
     /// initialization provides observations of the DockerMachine initialization process.
     /// NOTE: Fields in this struct are part of the Cluster API contract and are used to
     /// orchestrate initial Machine provisioning.
-    #[serde(
-        default,
-        skip_serializing_if = "DockerMachineInitializationStatus::is_empty"
-    )]
-    pub initialization: DockerMachineInitializationStatus,
+    #[serde(default, skip_serializing_if = "InitializationStatus::is_empty")]
+    pub initialization: InitializationStatus,
 
     /// loadBalancerConfigured denotes that the machine has been added to the load balancer.
     /// Kept for compatibility: CAPD v1.14 never sets it, and neither does capd-rs.
@@ -167,25 +164,6 @@ pub struct DockerMachineStatus {
     /// the nested field are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecated: Option<DeprecatedStatus>,
-}
-
-/// DockerMachineInitializationStatus provides observations of the DockerMachine initialization process.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("minProperties" = 1))]
-pub struct DockerMachineInitializationStatus {
-    /// provisioned is true when the infrastructure provider reports that the Machine's
-    /// infrastructure is fully provisioned. NOTE: this field is part of the Cluster API
-    /// contract, and it is used to orchestrate initial Machine provisioning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioned: Option<bool>,
-}
-
-impl DockerMachineInitializationStatus {
-    /// True when nothing is reported yet (omitted on the wire).
-    pub fn is_empty(&self) -> bool {
-        self.provisioned.is_none()
-    }
 }
 
 /// DockerMachineTemplateSpec defines the desired state of DockerMachineTemplate.

@@ -13,14 +13,12 @@ mod schema;
 mod tests;
 
 pub use docker_cluster::{
-    DockerCluster, DockerClusterInitializationStatus, DockerClusterSpec, DockerClusterStatus,
-    DockerClusterTemplate, DockerClusterTemplateResource, DockerClusterTemplateSpec,
-    DockerLoadBalancer,
+    DockerCluster, DockerClusterSpec, DockerClusterStatus, DockerClusterTemplate,
+    DockerClusterTemplateResource, DockerClusterTemplateSpec, DockerLoadBalancer,
 };
 pub use docker_machine::{
-    DockerMachine, DockerMachineInitializationStatus, DockerMachineSpec, DockerMachineStatus,
-    DockerMachineTemplate, DockerMachineTemplateResource, DockerMachineTemplateSpec,
-    DockerMachineTemplateStatus, Mount,
+    DockerMachine, DockerMachineSpec, DockerMachineStatus, DockerMachineTemplate,
+    DockerMachineTemplateResource, DockerMachineTemplateSpec, DockerMachineTemplateStatus, Mount,
 };
 
 /// The API group of the provider's kinds.

@@ -148,7 +148,7 @@ fn half_set_structs_send_only_what_is_set() {
         json!({"port": 6443})
     );
     let status = DockerClusterStatus {
-        initialization: DockerClusterInitializationStatus {
+        initialization: common::InitializationStatus {
             provisioned: Some(false),
         },
         ..Default::default()

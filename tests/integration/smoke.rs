@@ -219,12 +219,17 @@ async fn exec(docker: &Docker, name: &str, cmd: &[&str]) -> (i64, String) {
     (code.expect("exec finished"), out)
 }
 
-async fn container_ip(docker: &Docker, name: &str) -> String {
-    let info = docker
+async fn network_settings(docker: &Docker, name: &str) -> Option<bollard::models::NetworkSettings> {
+    docker
         .inspect_container(name, None::<InspectContainerOptions>)
         .await
-        .expect("inspect");
-    info.network_settings
+        .expect("inspect")
+        .network_settings
+}
+
+async fn container_ip(docker: &Docker, name: &str) -> String {
+    network_settings(docker, name)
+        .await
         .and_then(|n| n.networks)
         .and_then(|mut n| n.remove(NETWORK))
         .and_then(|e| e.ip_address)
@@ -232,11 +237,8 @@ async fn container_ip(docker: &Docker, name: &str) -> String {
 }
 
 async fn host_port(docker: &Docker, name: &str, port: &str) -> u16 {
-    let info = docker
-        .inspect_container(name, None::<InspectContainerOptions>)
+    network_settings(docker, name)
         .await
-        .expect("inspect");
-    info.network_settings
         .and_then(|n| n.ports)
         .and_then(|mut p| p.remove(port))
         .flatten()
