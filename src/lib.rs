@@ -4,3 +4,6 @@
 //! ([`api`]) and, as the provider grows, the webhooks, controllers and Docker runtime.
 
 pub mod api;
+pub mod features;
+pub mod formats;
+pub mod webhooks;

@@ -1,9 +1,15 @@
 //! The capd-rs manager: one process serving the provider's controllers and webhooks.
 //!
-//! So far it connects to the Kubernetes API and the Docker engine, reports what it found, and
-//! runs until SIGTERM or Ctrl+C; the controllers and webhooks join it as they are built.
+//! It connects to the Kubernetes API and the Docker engine, serves the admission webhooks over
+//! TLS, and runs until SIGTERM or Ctrl+C; the controllers join it as they are built.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
+use capd::features::Features;
+use capd::webhooks::{self, tls::CertFiles};
 use clap::Parser;
 use tracing::info;
 
@@ -15,6 +21,31 @@ struct Args {
     #[arg(long, env = "CAPD_DOCKER_NETWORK", default_value = "kind")]
     docker_network: String,
 
+    /// The port the webhook server listens on (HTTPS, all interfaces).
+    #[arg(long, default_value_t = 9443)]
+    webhook_port: u16,
+
+    /// The directory holding the webhook server's certificate and key.
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    webhook_cert_dir: PathBuf,
+
+    /// The certificate file's name in --webhook-cert-dir (PEM, leaf first).
+    #[arg(long, default_value = "tls.crt")]
+    webhook_cert_name: String,
+
+    /// The private key file's name in --webhook-cert-dir (PEM).
+    #[arg(long, default_value = "tls.key")]
+    webhook_key_name: String,
+
+    /// How often the certificate files are checked for a new certificate (for example "10s").
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    webhook_cert_reload_interval: Duration,
+
+    /// Feature gates, as Name=true|false pairs separated by commas. Known: ClusterTopology
+    /// (default false). CAPD's other gates are accepted and have no effect.
+    #[arg(long, default_value = "")]
+    feature_gates: Features,
+
     /// Log format: text or json. The log level comes from RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -23,6 +54,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     init_tracing(&args.log_format);
 
     let kube = kube::Client::try_default().await.context(
@@ -48,9 +82,39 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("inspecting the Docker network {:?}", args.docker_network))?;
     info!(api_version = %docker.client_version(), network = %args.docker_network, "connected to the Docker engine");
 
-    shutdown_signal().await;
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.webhook_port)))
+        .with_context(|| format!("listening on webhook port {}", args.webhook_port))?;
+    let cert = CertFiles::in_dir(
+        &args.webhook_cert_dir,
+        &args.webhook_cert_name,
+        &args.webhook_key_name,
+    );
+    info!(port = args.webhook_port, cert = %cert.cert.display(), "serving the admission webhooks");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut webhooks = tokio::spawn(webhooks::serve(
+        listener,
+        cert,
+        args.webhook_cert_reload_interval,
+        args.feature_gates,
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+
+    tokio::select! {
+        result = &mut webhooks => return result.context("webhook server task")?.context("webhook server stopped"),
+        () = shutdown_signal() => {}
+    }
     info!("shutting down");
+    let _ = stop.send(true);
+    webhooks.await.context("webhook server task")??;
     Ok(())
+}
+
+/// Parses an interval such as "10s" or "1m" (Go duration syntax, greater than zero).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    capd::formats::positive_duration(text)
 }
 
 fn init_tracing(format: &str) {

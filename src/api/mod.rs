@@ -15,6 +15,7 @@ mod tests;
 pub use docker_cluster::{
     DockerCluster, DockerClusterSpec, DockerClusterStatus, DockerClusterTemplate,
     DockerClusterTemplateResource, DockerClusterTemplateSpec, DockerLoadBalancer,
+    LocalObjectReference,
 };
 pub use docker_machine::{
     DockerMachine, DockerMachineSpec, DockerMachineStatus, DockerMachineTemplate,

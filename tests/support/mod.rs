@@ -11,6 +11,7 @@ pub mod control_plane;
 pub mod crds;
 pub mod docker;
 pub mod setup;
+pub mod webhook;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,12 +118,27 @@ impl Drop for TestContext {
 
 /// Runs `kubectl` against the test control plane; returns (success, stdout, stderr).
 pub fn kubectl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
+    kubectl_stdin(args, "")
+}
+
+/// Runs `kubectl` with `input` on its standard input; returns (success, stdout, stderr).
+pub fn kubectl_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&control_plane::control_plane().kubeconfig)
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running kubectl");
+    let mut stdin = child.stdin.take().expect("kubectl stdin");
+    stdin
+        .write_all(input.as_bytes())
+        .expect("writing to kubectl");
+    drop(stdin);
+    let out = child.wait_with_output().expect("waiting for kubectl");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,178 @@
+//! A webhook server for tests: certificates minted with rcgen, the capd-rs webhook server
+//! in-process on a loopback port, and the committed webhook configurations registered in the
+//! test apiserver as URL webhooks limited to the test's namespace.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use capd::features::Features;
+use capd::webhooks::tls::CertFiles;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use serde_json::{Value, json};
+
+use super::{TestContext, kubectl};
+
+/// A certificate authority and a serving certificate for 127.0.0.1 and localhost.
+pub struct Pki {
+    /// The CA certificate (PEM), for the apiserver's caBundle and clients' roots.
+    pub ca_pem: String,
+    /// The serving certificate (PEM).
+    pub cert_pem: String,
+    /// The serving key (PEM).
+    pub key_pem: String,
+}
+
+impl Pki {
+    /// Mints a new CA named `ca_name` and a serving certificate signed by it.
+    pub fn mint(ca_name: &str) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf.subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        leaf.distinguished_name
+            .push(DnType::CommonName, "capd-rs-webhook-test");
+        let cert_pem = leaf.signed_by(&key, &issuer).unwrap().pem();
+        Self {
+            ca_pem,
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Writes `tls.crt` and `tls.key` into `dir` the way kubelet updates a Secret volume: the
+    /// files are symlinks through `..data`, which is swapped atomically to a new directory.
+    pub fn install(&self, dir: &Path) {
+        static VERSION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = VERSION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let version = dir.join(format!("..version-{n}"));
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::write(version.join("tls.crt"), &self.cert_pem).unwrap();
+        std::fs::write(version.join("tls.key"), &self.key_pem).unwrap();
+        let tmp_link = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp_link);
+        std::os::unix::fs::symlink(version.file_name().unwrap(), &tmp_link).unwrap();
+        std::fs::rename(&tmp_link, dir.join("..data")).unwrap();
+        for name in ["tls.crt", "tls.key"] {
+            if std::fs::symlink_metadata(dir.join(name)).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
+            }
+        }
+    }
+}
+
+/// The capd-rs webhook server running in the test's runtime; stops when dropped.
+pub struct WebhookServer {
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// The directory of its certificate files (kubelet layout).
+    pub cert_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl WebhookServer {
+    /// Starts the server with `pki`'s certificate, reloading it every 100 ms.
+    pub fn start(pki: &Pki, features: Features) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        pki.install(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let files = CertFiles::in_dir(dir.path(), "tls.crt", "tls.key");
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = capd::webhooks::serve(
+                listener,
+                files,
+                Duration::from_millis(100),
+                features,
+                shutdown,
+            )
+            .await
+            {
+                panic!("webhook server failed: {e}");
+            }
+        });
+        Self {
+            port,
+            cert_dir: dir.path().to_owned(),
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The committed webhook configurations, registered for one test namespace; deleted on drop.
+pub struct Registration {
+    names: Vec<(String, String)>,
+}
+
+impl Registration {
+    /// Registers `config/webhook/manifests.yaml` with every webhook pointed at
+    /// `https://127.0.0.1:<port><path>`, trusting `ca_pem`, and limited to the test's namespace.
+    pub fn register(ctx: &TestContext, port: u16, ca_pem: &str) -> Self {
+        let manifests = std::fs::read_to_string(
+            super::setup::repo_root().join("config/webhook/manifests.yaml"),
+        )
+        .unwrap();
+        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+        let mut names = Vec::new();
+        for doc in manifests.split("\n---\n").filter(|d| d.contains("kind:")) {
+            let mut config: Value = serde_saphyr::from_str(doc).unwrap();
+            let kind = config["kind"].as_str().unwrap().to_owned();
+            let name = format!(
+                "{}-{}",
+                ctx.namespace,
+                config["metadata"]["name"].as_str().unwrap()
+            );
+            config["metadata"] = json!({"name": name});
+            for webhook in config["webhooks"].as_array_mut().unwrap() {
+                let path = webhook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                webhook["clientConfig"] =
+                    json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca});
+                webhook["namespaceSelector"] =
+                    json!({"matchLabels": {"kubernetes.io/metadata.name": ctx.namespace}});
+                webhook["timeoutSeconds"] = json!(10);
+            }
+            let (ok, _, err) = super::kubectl_stdin(&["create", "-f", "-"], &config.to_string());
+            assert!(ok, "registering {kind} {name}: {err}");
+            names.push((kind.to_lowercase(), name));
+        }
+        assert_eq!(
+            names.len(),
+            2,
+            "expected a mutating and a validating configuration"
+        );
+        Self { names }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        for (kind, name) in &self.names {
+            let _ = kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
