@@ -3,13 +3,15 @@
 # and the manager running against it and the local Docker engine. Ctrl+C stops everything;
 # the cluster's data is kept in $CAPD_RS_CACHE/local for the next run.
 #
-#   LOCAL_API_PORT   the apiserver's port on 127.0.0.1 (default 16443)
+#   LOCAL_API_PORT         the apiserver's port on 127.0.0.1 (default 16443; etcd uses the next two)
+#   LOCAL_WEBHOOK_PORT     the manager's webhook port (default 9443)
+#   CAPD_RS_FEATURE_GATES  passed to the manager's --feature-gates (e.g. ClusterTopology=true)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 source hack/lib.sh
 
-: "${LOCAL_API_PORT:=16443}"
+: "${LOCAL_API_PORT:=16443}" "${LOCAL_WEBHOOK_PORT:=9443}"
 etcd_port=$((LOCAL_API_PORT + 1)) etcd_peer_port=$((LOCAL_API_PORT + 2))
 state="$CAPD_RS_CACHE/local"
 mkdir -p "$state/certs"
@@ -34,9 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for port in "$LOCAL_API_PORT" "$etcd_port" "$etcd_peer_port"; do
+for port in "$LOCAL_API_PORT" "$etcd_port" "$etcd_peer_port" "$LOCAL_WEBHOOK_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port on 127.0.0.1 is in use (another hack/run.sh?). Set LOCAL_API_PORT to another port."
+    die "port $port on 127.0.0.1 is in use (another hack/run.sh?). Set LOCAL_API_PORT or LOCAL_WEBHOOK_PORT."
   fi
 done
 
@@ -68,8 +70,28 @@ done
 
 kubectl apply --server-side -f config/crd/bases >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+# The webhooks: a local CA and serving certificate for 127.0.0.1, and the committed webhook
+# configurations pointed at the manager on this machine instead of the in-cluster Service.
+certs="$state/webhook-certs"
+if [[ ! -s "$certs/tls.crt" ]]; then
+  mkdir -p "$certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=capd-rs-local-ca \
+    -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=capd-rs-webhook \
+    -keyout "$certs/tls.key" -out "$certs/tls.csr" 2>/dev/null
+  openssl x509 -req -in "$certs/tls.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial \
+    -days 3650 -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost') -out "$certs/tls.crt" 2>/dev/null
+fi
+ca_bundle=$(base64 -w0 <"$certs/ca.crt")
+sed -e '/^    service:$/d' -e '/^      name: webhook-service$/d' -e '/^      namespace: system$/d' \
+  -e "s|^      path: \(.*\)$|    url: https://127.0.0.1:$LOCAL_WEBHOOK_PORT\1\n    caBundle: $ca_bundle|" \
+  -e 's|^  name: \(.*-webhook-configuration\)$|  name: capd-rs-local-\1|' \
+  config/webhook/manifests.yaml | kubectl apply -f - >/dev/null
+
 log "control plane ready: export KUBECONFIG=$KUBECONFIG  (kubectl get dockerclusters -A)"
-log "starting the manager (Ctrl+C stops everything)"
-target/debug/manager &
+log "starting the manager, webhooks on https://127.0.0.1:$LOCAL_WEBHOOK_PORT (Ctrl+C stops everything)"
+target/debug/manager --webhook-port "$LOCAL_WEBHOOK_PORT" --webhook-cert-dir "$certs" \
+  --feature-gates "${CAPD_RS_FEATURE_GATES:-}" &
 pids+=($!)
 wait -n "${pids[@]}"

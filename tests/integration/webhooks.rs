@@ -9,8 +9,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
-use crate::support::webhook::{Pki, Registration, WebhookServer};
-use crate::support::{TestContext, crds, kubectl_stdin, wait_for};
+use crate::support::webhook::{Pki, Registration, WebhookServer, wait_until_active};
+use crate::support::{TestContext, crds, kubectl_async, wait_for};
 
 /// A test namespace whose Docker* objects go through a capd-rs webhook server.
 struct Admitted {
@@ -31,41 +31,18 @@ impl Admitted {
             _registration: registration,
             _server: server,
         };
-        // The apiserver picks new webhook configurations up asynchronously: wait until an
-        // object only the webhook refuses is refused.
-        let probe = "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerCluster\nmetadata:\n  name: probe\nspec:\n  failureDomains: [{name: b}, {name: a}]\n";
-        wait_for(
-            "the webhooks to be called",
-            Duration::from_secs(30),
-            || async {
-                let (ok, _, err) = admitted.apply_dry_run(probe).await;
-                (!ok && err.contains("failure domains must be sorted")).then_some(())
-            },
-        )
-        .await;
+        wait_until_active(&admitted.ctx.namespace).await;
         admitted
     }
 
-    /// Runs kubectl off the async runtime: the webhook server must keep answering meanwhile.
     async fn kubectl(&self, args: &[&str], input: &str) -> (bool, String, String) {
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.extend(["-n".to_owned(), self.ctx.namespace.clone()]);
-        let input = input.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl_stdin(&args, &input)
-        })
-        .await
-        .expect("kubectl task")
+        let mut args = args.to_vec();
+        args.extend(["-n", &self.ctx.namespace]);
+        kubectl_async(&args, input).await
     }
 
     async fn apply(&self, yaml: &str) -> (bool, String, String) {
         self.kubectl(&["apply", "-f", "-"], yaml).await
-    }
-
-    async fn apply_dry_run(&self, yaml: &str) -> (bool, String, String) {
-        self.kubectl(&["apply", "--dry-run=server", "-f", "-"], yaml)
-            .await
     }
 
     async fn get(&self, kind: &str, name: &str) -> Option<Value> {

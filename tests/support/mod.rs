@@ -146,6 +146,18 @@ pub fn kubectl_stdin(args: &[&str], input: &str) -> (bool, String, String) {
     )
 }
 
+/// [`kubectl_stdin`] off the async runtime, so servers in the test's runtime keep answering.
+pub async fn kubectl_async(args: &[&str], input: &str) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl_stdin(&args, &input)
+    })
+    .await
+    .expect("kubectl task")
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

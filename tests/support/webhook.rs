@@ -176,3 +176,23 @@ impl Drop for Registration {
         }
     }
 }
+
+/// Waits until the apiserver calls the webhooks for `namespace`: it picks new webhook
+/// configurations up asynchronously, so a dry-run of an object only the webhook refuses is
+/// repeated until it is refused.
+pub async fn wait_until_active(namespace: &str) {
+    let probe = "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerCluster\nmetadata:\n  name: probe\nspec:\n  failureDomains: [{name: b}, {name: a}]\n";
+    super::wait_for(
+        "the webhooks to be called",
+        Duration::from_secs(30),
+        || async {
+            let (ok, _, err) = super::kubectl_async(
+                &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+                probe,
+            )
+            .await;
+            (!ok && err.contains("failure domains must be sorted")).then_some(())
+        },
+    )
+    .await;
+}

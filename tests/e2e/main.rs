@@ -1,0 +1,7 @@
+//! End-to-end tests: the built `manager` binary as a separate process, driven only the way a
+//! user drives it (flags, kubectl, signals), against a real apiserver and Docker engine.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod manager;

@@ -1,0 +1,110 @@
+//! The manager binary serves the admission webhooks over TLS and stops cleanly on SIGTERM.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::webhook::{Pki, Registration, wait_until_active};
+use crate::support::{TestContext, control_plane, crds, kubectl_async};
+
+/// The manager process; killed on drop if the test did not stop it.
+struct Manager(Child);
+
+impl Manager {
+    fn start(webhook_port: u16, cert_dir: &std::path::Path) -> Self {
+        let log = std::fs::File::create(cert_dir.join("manager.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_manager"))
+            .args(["--webhook-port", &webhook_port.to_string()])
+            .arg("--webhook-cert-dir")
+            .arg(cert_dir)
+            .env("KUBECONFIG", &control_plane::control_plane().kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting the manager");
+        Self(child)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signals a child process this test spawned.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_serves_webhooks_and_stops_on_sigterm() {
+    let ctx = TestContext::new("e2e-manager").await;
+    crds::install(&ctx.kube).await;
+    let pki = Pki::mint("e2e-ca");
+    let dir = tempfile::tempdir().unwrap();
+    pki.install(dir.path());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut manager = Manager::start(port, dir.path());
+    let _registration = Registration::register(&ctx, port, &pki.ca_pem);
+    wait_until_active(&ctx.namespace).await;
+
+    let apply_args = ["apply", "-n", &ctx.namespace, "-f", "-"];
+    let (ok, _, err) = kubectl_async(
+        &apply_args,
+        "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerMachine\nmetadata:\n  name: m\nspec:\n  bootstrapTimeout: forever\n",
+    )
+    .await;
+    assert!(
+        !ok && err.contains("spec.bootstrapTimeout: Invalid value"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_async(
+        &apply_args,
+        "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerCluster\nmetadata:\n  name: c\nspec:\n  failureDomains: [{name: a}]\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (_, out, _) = kubectl_async(
+        &[
+            "get",
+            "dockercluster",
+            "c",
+            "-n",
+            &ctx.namespace,
+            "-o",
+            "jsonpath={.spec.controlPlaneEndpoint.port} {.spec.failureDomains[0].controlPlane}",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out, "6443 false");
+
+    let status = tokio::task::spawn_blocking(move || manager.terminate(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("manager.log")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "manager did not exit cleanly on SIGTERM ({status:?}):\n{log}"
+    );
+    assert!(
+        log.contains("serving the admission webhooks") && log.contains("shutting down"),
+        "{log}"
+    );
+}
