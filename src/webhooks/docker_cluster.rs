@@ -6,7 +6,6 @@ use serde_json::json;
 use super::admission::{AdmissionKind, Features, RequestInfo};
 use super::field::{self, FieldError};
 use super::rules;
-use crate::api::capi::TOPOLOGY_DRY_RUN_ANNOTATION;
 use crate::api::{DockerCluster, DockerClusterSpec, DockerClusterTemplate};
 use crate::formats;
 
@@ -117,15 +116,6 @@ impl AdmissionKind for DockerClusterWebhook {
 /// Admission of DockerClusterTemplates.
 pub struct DockerClusterTemplateWebhook;
 
-fn template_rules(template: &DockerClusterTemplate) -> Vec<FieldError> {
-    let mut errors = validate_spec(&template.spec.template.spec, "spec.template.spec");
-    errors.extend(rules::template_metadata(
-        &template.spec.template.metadata,
-        "spec.template.metadata",
-    ));
-    errors
-}
-
 impl AdmissionKind for DockerClusterTemplateWebhook {
     type Object = DockerClusterTemplate;
     const KIND: &'static str = "DockerClusterTemplate";
@@ -134,52 +124,42 @@ impl AdmissionKind for DockerClusterTemplateWebhook {
         default_spec(&mut template.spec.template.spec);
     }
 
+    /// CAPD compares the specs after defaulting both, so an update that only spells out a
+    /// default is not a change.
     fn validate(
         new: &DockerClusterTemplate,
         old: Option<&DockerClusterTemplate>,
         info: RequestInfo,
         features: Features,
     ) -> Vec<FieldError> {
-        let Some(old) = old else {
-            if !features.cluster_topology {
-                return vec![FieldError::forbidden(
-                    "spec",
-                    "can be set only if the ClusterTopology feature flag is enabled",
-                )];
-            }
-            return template_rules(new);
-        };
-        let mut errors = rules::ratchet(template_rules(new), Some(template_rules(old)));
-        if !is_topology_dry_run(info, new.metadata.annotations.as_ref()) {
-            let (mut old_spec, mut new_spec) = (
-                old.spec.template.spec.clone(),
-                new.spec.template.spec.clone(),
-            );
-            default_spec(&mut old_spec);
-            default_spec(&mut new_spec);
-            errors.extend(rules::immutable_template_spec(
-                Self::KIND,
-                &old_spec,
-                &new_spec,
-            ));
+        if old.is_none() && !features.cluster_topology {
+            return vec![FieldError::forbidden(
+                "spec",
+                "can be set only if the ClusterTopology feature flag is enabled",
+            )];
         }
-        errors
+        let defaulted = |t: &DockerClusterTemplate| {
+            let mut spec = t.spec.template.spec.clone();
+            default_spec(&mut spec);
+            spec
+        };
+        let (new_spec, old_spec) = (defaulted(new), old.map(defaulted));
+        rules::validate_template(
+            Self::KIND,
+            (&new_spec, &new.spec.template.metadata),
+            old.zip(old_spec.as_ref())
+                .map(|(o, spec)| (spec, &o.spec.template.metadata)),
+            rules::is_topology_dry_run(info, new.metadata.annotations.as_ref()),
+            validate_spec,
+        )
     }
-}
-
-/// A server-side dry-run request from Cluster API's topology controller, which may change a
-/// template's spec to compute a diff (`topology.cluster.x-k8s.io/dry-run` on a dry run).
-pub fn is_topology_dry_run(
-    info: RequestInfo,
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-) -> bool {
-    info.dry_run && annotations.is_some_and(|a| a.contains_key(TOPOLOGY_DRY_RUN_ANNOTATION))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::DockerClusterTemplateSpec;
+    use crate::api::capi::TOPOLOGY_DRY_RUN_ANNOTATION;
     use crate::api::common::FailureDomain;
     use std::collections::BTreeMap;
 

@@ -2,9 +2,9 @@
 //! checks a careful user expects), as pure functions. Neither kind has defaults.
 
 use super::admission::{AdmissionKind, Features, RequestInfo};
-use super::docker_cluster::is_topology_dry_run;
 use super::field::{self, FieldError};
 use super::rules;
+use crate::api::common::TemplateObjectMeta;
 use crate::api::{DockerMachine, DockerMachineSpec, DockerMachineTemplate};
 use crate::formats;
 
@@ -97,15 +97,6 @@ impl AdmissionKind for DockerMachineWebhook {
 /// Admission of DockerMachineTemplates.
 pub struct DockerMachineTemplateWebhook;
 
-fn template_rules(template: &DockerMachineTemplate) -> Vec<FieldError> {
-    let mut errors = validate_spec(&template.spec.template.spec, "spec.template.spec");
-    errors.extend(rules::template_metadata(
-        &template.spec.template.metadata,
-        "spec.template.metadata",
-    ));
-    errors
-}
-
 impl AdmissionKind for DockerMachineTemplateWebhook {
     type Object = DockerMachineTemplate;
     const KIND: &'static str = "DockerMachineTemplate";
@@ -116,18 +107,16 @@ impl AdmissionKind for DockerMachineTemplateWebhook {
         info: RequestInfo,
         _: Features,
     ) -> Vec<FieldError> {
-        let Some(old) = old else {
-            return template_rules(new);
-        };
-        let mut errors = rules::ratchet(template_rules(new), Some(template_rules(old)));
-        if !is_topology_dry_run(info, new.metadata.annotations.as_ref()) {
-            errors.extend(rules::immutable_template_spec(
-                Self::KIND,
-                &old.spec.template.spec,
-                &new.spec.template.spec,
-            ));
+        fn parts(t: &DockerMachineTemplate) -> (&DockerMachineSpec, &TemplateObjectMeta) {
+            (&t.spec.template.spec, &t.spec.template.metadata)
         }
-        errors
+        rules::validate_template(
+            Self::KIND,
+            parts(new),
+            old.map(parts),
+            rules::is_topology_dry_run(info, new.metadata.annotations.as_ref()),
+            validate_spec,
+        )
     }
 }
 
@@ -135,7 +124,6 @@ impl AdmissionKind for DockerMachineTemplateWebhook {
 mod tests {
     use super::*;
     use crate::api::capi::TOPOLOGY_DRY_RUN_ANNOTATION;
-    use crate::api::common::TemplateObjectMeta;
     use crate::api::{DockerMachineTemplateResource, DockerMachineTemplateSpec, Mount};
 
     fn messages(errors: &[FieldError]) -> Vec<String> {

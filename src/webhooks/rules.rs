@@ -1,10 +1,14 @@
 //! Rules shared by several kinds: template metadata, immutability with a readable diff, and
 //! ratcheting (an update is refused only for errors the stored object did not already have).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
+use super::admission::RequestInfo;
 use super::field::{self, FieldError};
+use crate::api::capi::TOPOLOGY_DRY_RUN_ANNOTATION;
 use crate::api::common::TemplateObjectMeta;
 use crate::formats;
 
@@ -43,6 +47,39 @@ pub fn template_metadata(meta: &TemplateObjectMeta, path: &str) -> Vec<FieldErro
         });
     }
     errors
+}
+
+/// Validates a template from its `spec.template` `(spec, metadata)`, new and (on UPDATE) old:
+/// `spec_rules` under `spec.template.spec` plus the metadata rules, ratcheted on update; and on
+/// update `spec.template.spec` may not change unless `topology_dry_run`.
+pub fn validate_template<S: Serialize>(
+    kind: &str,
+    new: (&S, &TemplateObjectMeta),
+    old: Option<(&S, &TemplateObjectMeta)>,
+    topology_dry_run: bool,
+    spec_rules: impl Fn(&S, &str) -> Vec<FieldError>,
+) -> Vec<FieldError> {
+    let template_rules = |(spec, metadata): (&S, &TemplateObjectMeta)| {
+        let mut errors = spec_rules(spec, "spec.template.spec");
+        errors.extend(template_metadata(metadata, "spec.template.metadata"));
+        errors
+    };
+    let mut errors = ratchet(template_rules(new), old.map(template_rules));
+    if let Some((old_spec, _)) = old
+        && !topology_dry_run
+    {
+        errors.extend(immutable_template_spec(kind, old_spec, new.0));
+    }
+    errors
+}
+
+/// A server-side dry-run request from Cluster API's topology controller, which may change a
+/// template's spec to compute a diff (`topology.cluster.x-k8s.io/dry-run` on a dry run).
+pub fn is_topology_dry_run(
+    info: RequestInfo,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> bool {
+    info.dry_run && annotations.is_some_and(|a| a.contains_key(TOPOLOGY_DRY_RUN_ANNOTATION))
 }
 
 /// `spec.template.spec` of a template may not change: an error with the differences, unless
