@@ -4,6 +4,8 @@
 //! ([`api`]) and, as the provider grows, the webhooks, controllers and Docker runtime.
 
 pub mod api;
+pub mod controllers;
+pub mod docker;
 pub mod features;
 pub mod formats;
 pub mod webhooks;

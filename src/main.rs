@@ -1,13 +1,18 @@
 //! The capd-rs manager: one process serving the provider's controllers and webhooks.
 //!
 //! It connects to the Kubernetes API and the Docker engine, serves the admission webhooks over
-//! TLS, and runs until SIGTERM or Ctrl+C; the controllers join it as they are built.
+//! TLS, runs the controllers, and stops gracefully on SIGTERM or Ctrl+C.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::sync::Arc;
+
+use capd::controllers::{self, Settings};
+use capd::docker::ContainerRuntime as _;
+use capd::docker::engine::Engine;
 use capd::features::Features;
 use capd::webhooks::{self, tls::CertFiles};
 use clap::Parser;
@@ -46,6 +51,14 @@ struct Args {
     #[arg(long, default_value = "")]
     feature_gates: Features,
 
+    /// Watch and reconcile objects in this namespace only (all namespaces when unset).
+    #[arg(long)]
+    namespace: Option<String>,
+
+    /// How many DockerClusters are reconciled at once.
+    #[arg(long, default_value_t = 50)]
+    dockercluster_concurrency: u16,
+
     /// Log format: text or json. The log level comes from RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -68,19 +81,20 @@ async fn main() -> anyhow::Result<()> {
         .context("reading the apiserver version")?;
     info!(version = %version.git_version, "connected to the Kubernetes API");
 
-    let docker = bollard::Docker::connect_with_defaults()
-        .context("configuring the Docker client (DOCKER_HOST)")?
-        .negotiate_version()
+    let engine = Engine::connect()
         .await
-        .context("reaching the Docker engine")?;
-    docker
-        .inspect_network(
-            &args.docker_network,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
+        .context("reaching the Docker engine (DOCKER_HOST)")?;
+    if !engine
+        .network_exists(&args.docker_network)
         .await
-        .with_context(|| format!("inspecting the Docker network {:?}", args.docker_network))?;
-    info!(api_version = %docker.client_version(), network = %args.docker_network, "connected to the Docker engine");
+        .context("inspecting the Docker network")?
+    {
+        anyhow::bail!(
+            "the Docker network {:?} does not exist: create it (docker network create {0}) or set --docker-network",
+            args.docker_network
+        );
+    }
+    info!(api_version = %engine.api_version(), network = %args.docker_network, "connected to the Docker engine");
 
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.webhook_port)))
         .with_context(|| format!("listening on webhook port {}", args.webhook_port))?;
@@ -102,12 +116,26 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
+    let settings = Settings {
+        network: args.docker_network.clone(),
+        namespace: args.namespace.clone(),
+        docker_cluster_concurrency: args.dockercluster_concurrency,
+    };
+    let ctx = Arc::new(controllers::Context::new(kube, Arc::new(engine), settings));
+    let stopping = stop.subscribe();
+    let mut controllers = tokio::spawn(controllers::run(ctx, async move {
+        let mut stopping = stopping;
+        let _ = stopping.wait_for(|s| *s).await;
+    }));
+
     tokio::select! {
         result = &mut webhooks => return result.context("webhook server task")?.context("webhook server stopped"),
+        result = &mut controllers => return result.context("controllers task").and(Err(anyhow::anyhow!("the controllers stopped"))),
         () = shutdown_signal() => {}
     }
     info!("shutting down");
     let _ = stop.send(true);
+    controllers.await.context("controllers task")?;
     webhooks.await.context("webhook server task")??;
     Ok(())
 }

@@ -7,5 +7,6 @@
 mod support;
 
 mod crds;
+mod docker_cluster;
 mod smoke;
 mod webhooks;

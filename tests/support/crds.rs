@@ -1,4 +1,5 @@
-//! Installs the provider's CRDs (from the Rust types) in the test control plane, once per binary.
+//! Installs the provider's CRDs (from the Rust types) and minimal core Cluster API CRDs in the
+//! test control plane, once per binary.
 
 use std::time::Duration;
 
@@ -9,14 +10,22 @@ use tokio::sync::OnceCell;
 
 use super::wait_for;
 
-/// Applies every CRD of `capd::api::crds::all_crds()` and waits until each is Established.
+/// Applies every CRD of `capd::api::crds::all_crds()`, plus minimal core Cluster API CRDs
+/// (`tests/fixtures/capi-crds.yaml`), and waits until each is Established.
 pub async fn install(client: &kube::Client) {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
         .get_or_init(|| async {
             let api = Api::<CustomResourceDefinition>::all(client.clone());
             let params = PatchParams::apply("capd-rs-tests").force();
-            let crds = capd::api::crds::all_crds().expect("deriving the CRDs");
+            let mut crds = capd::api::crds::all_crds().expect("deriving the CRDs");
+            let capi = std::fs::read_to_string(
+                super::setup::repo_root().join("tests/fixtures/capi-crds.yaml"),
+            )
+            .unwrap();
+            for doc in capi.split("\n---\n") {
+                crds.push(serde_saphyr::from_str(doc).expect("tests/fixtures/capi-crds.yaml"));
+            }
             for crd in &crds {
                 let name = crd.metadata.name.as_deref().expect("CRD name");
                 api.patch(name, &params, &Patch::Apply(crd))

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod control_plane;
+pub mod controller;
 pub mod crds;
 pub mod docker;
 pub mod setup;

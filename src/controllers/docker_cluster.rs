@@ -1,0 +1,519 @@
+//! The DockerCluster reconciler: one HAProxy load-balancer container per cluster, the
+//! control-plane endpoint pointing at it, and the contract's status.
+//!
+//! Guards first (externally managed, owner Cluster not set yet, paused), then the finalizer,
+//! then [`apply`] or [`cleanup`]. Status is written only when it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::conditions::{self, Status, names};
+use super::{Context, Error};
+use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION, PAUSED_ANNOTATION};
+use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
+use crate::docker::labels::{self, Owner};
+use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState, Removal};
+use crate::docker::pulls::ImagePulls;
+
+const KIND: &str = "DockerCluster";
+
+/// The reconciler's own state: background image pulls that wake it.
+struct Reconciler {
+    ctx: Arc<Context>,
+    pulls: ImagePulls<ObjectRef<DockerCluster>>,
+}
+
+/// Runs the DockerCluster controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.kube.clone();
+    let (clusters, docker_clusters): (Api<Cluster>, Api<DockerCluster>) =
+        match &ctx.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+    let (wake, woken) = mpsc::unbounded();
+    let reconciler = Arc::new(Reconciler {
+        pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
+        ctx: ctx.clone(),
+    });
+    let shutdown = shutdown.shared();
+    tokio::spawn(forward_container_events(
+        ctx.clone(),
+        wake,
+        shutdown.clone(),
+    ));
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.docker_cluster_concurrency);
+    Controller::new(docker_clusters, watcher::Config::default().any_semantic())
+        .watches(
+            clusters,
+            watcher::Config::default(),
+            cluster_to_docker_cluster,
+        )
+        .reconcile_on(woken)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, reconciler)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    e => warn!(error = %e, "DockerCluster reconcile failed"),
+                }
+            }
+        })
+        .await;
+}
+
+/// A Cluster maps to the DockerCluster its `spec.infrastructureRef` names.
+fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster>> {
+    let infra = &cluster.spec.infrastructure_ref;
+    (infra.kind == KIND && infra.api_group == crate::api::GROUP && !infra.name.is_empty())
+        .then(|| ObjectRef::new(&infra.name).within(&cluster.namespace().unwrap_or_default()))
+}
+
+/// Wakes a DockerCluster when its load-balancer container dies or is removed behind its back,
+/// so it is recreated at once; reconnects with backoff while the engine is away.
+async fn forward_container_events(
+    ctx: Arc<Context>,
+    wake: mpsc::UnboundedSender<ObjectRef<DockerCluster>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let filter = format!("{}={}", labels::KIND_ROLE, labels::ROLE_LOAD_BALANCER);
+    let watch = async {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            let mut events = ctx.runtime.container_events(&filter);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => {
+                        delay = std::time::Duration::from_millis(500);
+                        if !matches!(event.action.as_str(), "die" | "destroy" | "stop") {
+                            continue;
+                        }
+                        if let Some(owner) =
+                            Owner::from_labels(&event.labels).filter(|o| o.kind == KIND)
+                        {
+                            let _ = wake.unbounded_send(
+                                ObjectRef::new(&owner.name).within(&owner.namespace),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Docker event stream failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+        }
+    };
+    tokio::select! {
+        () = watch => {}
+        () = shutdown => {}
+    }
+}
+
+fn error_policy(dc: Arc<DockerCluster>, error: &Error, reconciler: Arc<Reconciler>) -> Action {
+    let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
+    let delay = reconciler.ctx.backoff.failed(&key);
+    warn!(dockercluster = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile(dc: Arc<DockerCluster>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
+    let (namespace, name) = (dc.namespace().unwrap_or_default(), dc.name_any());
+    let ctx = &reconciler.ctx;
+    let result = reconcile_guarded(&dc, &reconciler).await;
+    ctx.count_reconcile(KIND, &namespace, &name);
+    result
+}
+
+async fn reconcile_guarded(
+    dc: &Arc<DockerCluster>,
+    reconciler: &Arc<Reconciler>,
+) -> Result<Action, Error> {
+    let ctx = &reconciler.ctx;
+    let namespace = dc.namespace().unwrap_or_default();
+    let api: Api<DockerCluster> = Api::namespaced(ctx.kube.clone(), &namespace);
+    if dc.annotations().contains_key(MANAGED_BY_ANNOTATION) {
+        return Ok(Action::await_change());
+    }
+    let deleting = dc.meta().deletion_timestamp.is_some();
+    let Some(cluster_name) = owner_cluster(dc) else {
+        // Core Cluster API sets the owner reference; until then there is nothing to do. An
+        // object deleted before it was ever owned only needs its finalizer gone.
+        if deleting && dc.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
+            remove_finalizer(&api, dc).await?;
+        }
+        return Ok(Action::await_change());
+    };
+    let cluster = Api::<Cluster>::namespaced(ctx.kube.clone(), &namespace)
+        .get_opt(&cluster_name)
+        .await?;
+    if cluster.is_none() && !deleting {
+        return Ok(Action::await_change());
+    }
+    if let Some(reason) = paused(dc, cluster.as_ref()) {
+        let mut status = dc.status.clone().unwrap_or_default();
+        conditions::set(
+            &mut status.conditions,
+            names::PAUSED,
+            Status::True,
+            names::REASON_PAUSED,
+            &reason,
+            dc.meta().generation,
+            Timestamp::now(),
+        );
+        write_status(&api, dc, status).await?;
+        return Ok(Action::await_change());
+    }
+    finalizer(&api, CLUSTER_FINALIZER, dc.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(dc) => apply(&dc, &cluster_name, reconciler).await,
+            finalizer::Event::Cleanup(dc) => cleanup(&dc, &cluster_name, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The name of the `cluster.x-k8s.io` Cluster among the owner references (controller or not).
+fn owner_cluster(dc: &DockerCluster) -> Option<String> {
+    dc.owner_references()
+        .iter()
+        .find(|o| {
+            o.kind == "Cluster" && o.api_version.split('/').next() == Some("cluster.x-k8s.io")
+        })
+        .map(|o| o.name.clone())
+}
+
+/// Why reconciliation is paused, in CAPD's words, or `None`.
+fn paused(dc: &DockerCluster, cluster: Option<&Cluster>) -> Option<String> {
+    let mut reasons = Vec::new();
+    if cluster.is_some_and(|c| c.spec.paused == Some(true)) {
+        reasons.push("Cluster spec.paused is set to true".to_owned());
+    }
+    if dc.annotations().contains_key(PAUSED_ANNOTATION) {
+        reasons.push(format!("{KIND} has the {PAUSED_ANNOTATION} annotation"));
+    }
+    (!reasons.is_empty()).then(|| reasons.join(", "))
+}
+
+fn owner(dc: &DockerCluster) -> Owner {
+    Owner {
+        kind: KIND.into(),
+        namespace: dc.namespace().unwrap_or_default(),
+        name: dc.name_any(),
+    }
+}
+
+async fn apply(
+    dc: &DockerCluster,
+    cluster_name: &str,
+    reconciler: &Reconciler,
+) -> Result<Action, Error> {
+    let ctx = &reconciler.ctx;
+    let api: Api<DockerCluster> =
+        Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
+    let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
+    let port = match dc.spec.control_plane_endpoint.port {
+        0 => 6443,
+        port => u16::try_from(port).unwrap_or(6443),
+    };
+    let owner = owner(dc);
+    let spec = load_balancer::container_spec(
+        cluster_name,
+        &owner,
+        &dc.spec.load_balancer,
+        port,
+        &ctx.settings.network,
+    );
+    let may_restart = ctx.backoff.remaining(&key).is_none();
+    let outcome = load_balancer::ensure(
+        ctx.runtime.as_ref(),
+        &reconciler.pulls,
+        &spec,
+        &owner,
+        ObjectRef::from_obj(dc),
+        may_restart,
+    )
+    .await;
+
+    let mut status = dc.status.clone().unwrap_or_default();
+    if !dc.spec.failure_domains.is_empty() {
+        status.failure_domains = dc.spec.failure_domains.clone();
+    }
+    // The load balancer's condition, and what to do next.
+    let (available, message, next): (bool, String, Result<Action, String>) = match outcome {
+        Ok(LoadBalancerState::Running { container, change }) => {
+            let ip = container
+                .networks
+                .get(&ctx.settings.network)
+                .map(|(v4, _)| v4.clone())
+                .unwrap_or_default();
+            if ip.is_empty() {
+                let message = format!(
+                    "Failed to get ip for the load balancer: container {} has no IP address on network {}",
+                    spec.name, ctx.settings.network
+                );
+                (false, message.clone(), Err(message))
+            } else {
+                if dc.spec.control_plane_endpoint.host.is_empty() {
+                    let patch =
+                        json!({"spec": {"controlPlaneEndpoint": {"host": ip, "port": port}}});
+                    api.patch(
+                        &dc.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await?;
+                }
+                status.initialization.provisioned = Some(true);
+                let next = match change {
+                    Change::Unchanged => {
+                        ctx.backoff.succeeded(&key);
+                        Action::await_change()
+                    }
+                    Change::Created => {
+                        let note = format!("Created load balancer container {} ({ip})", spec.name);
+                        publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note).await;
+                        ctx.backoff.succeeded(&key);
+                        Action::await_change()
+                    }
+                    Change::Restarted => {
+                        // Counted as a failure, so a crashing HAProxy is restarted with backoff;
+                        // the check after the delay resets it if it keeps running.
+                        let delay = ctx.backoff.failed(&key);
+                        let note = format!(
+                            "Restarted load balancer container {}, which had stopped",
+                            spec.name
+                        );
+                        publish(ctx, dc, EventType::Warning, "LoadBalancerRestarted", note).await;
+                        Action::requeue(delay + Duration::from_secs(1))
+                    }
+                };
+                (true, String::new(), Ok(next))
+            }
+        }
+        Ok(LoadBalancerState::Pulling(progress)) => (
+            false,
+            format!("Pulling image {}: {progress}", spec.image),
+            Ok(Action::await_change()),
+        ),
+        Err(LoadBalancerError::Stopped(name)) => {
+            let wait = ctx.backoff.remaining(&key).unwrap_or_default();
+            let message = format!(
+                "Load balancer container {name} is not running; it is restarted in {}s",
+                wait.as_secs().max(1)
+            );
+            (false, message, Ok(Action::requeue(wait)))
+        }
+        Err(e) => {
+            let message = load_balancer_failure(&e);
+            (false, message.clone(), Err(message))
+        }
+    };
+    let now = Timestamp::now();
+    let generation = dc.meta().generation;
+    conditions::set(
+        &mut status.conditions,
+        names::PAUSED,
+        Status::False,
+        names::REASON_NOT_PAUSED,
+        "",
+        generation,
+        now,
+    );
+    let (state, reason) = if available {
+        (Status::True, names::REASON_AVAILABLE)
+    } else {
+        (Status::False, names::REASON_NOT_AVAILABLE)
+    };
+    conditions::set(
+        &mut status.conditions,
+        names::LOAD_BALANCER_AVAILABLE,
+        state,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    summarize_ready(&mut status, generation, now);
+    write_status(&api, dc, status).await?;
+    match next {
+        Ok(action) => Ok(action),
+        Err(message) => {
+            publish(
+                ctx,
+                dc,
+                EventType::Warning,
+                "LoadBalancerFailed",
+                message.clone(),
+            )
+            .await;
+            Err(Error::Infrastructure(message))
+        }
+    }
+}
+
+fn load_balancer_failure(error: &LoadBalancerError) -> String {
+    match error {
+        LoadBalancerError::NameClash { .. } => {
+            format!("Cannot use the load balancer container: {error}")
+        }
+        _ => format!("Failed to create load balancer: {error}"),
+    }
+}
+
+async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<DockerCluster> =
+        Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
+    let now = Timestamp::now();
+    let generation = dc.meta().generation;
+    let mut status = dc.status.clone().unwrap_or_default();
+    conditions::set(
+        &mut status.conditions,
+        names::LOAD_BALANCER_AVAILABLE,
+        Status::False,
+        names::REASON_DELETING,
+        "",
+        generation,
+        now,
+    );
+    summarize_ready(&mut status, generation, now);
+    write_status(&api, dc, status).await?;
+    let name = labels::load_balancer_name(cluster_name);
+    match load_balancer::remove(ctx.runtime.as_ref(), &name, &owner(dc)).await? {
+        Removal::Removed => {
+            info!(container = %name, "removed the load balancer");
+            publish(
+                ctx,
+                dc,
+                EventType::Normal,
+                "LoadBalancerDeleted",
+                format!("Removed load balancer container {name}"),
+            )
+            .await;
+        }
+        Removal::Absent => {}
+        Removal::NotOurs(owner) => {
+            let note = format!(
+                "Left container {name} alone: it belongs to {}",
+                owner.map_or("another owner".into(), |o| o.to_string())
+            );
+            publish(ctx, dc, EventType::Warning, "LoadBalancerNotOwned", note).await;
+        }
+    }
+    ctx.backoff.succeeded(&format!(
+        "{}/{}",
+        dc.namespace().unwrap_or_default(),
+        dc.name_any()
+    ));
+    Ok(Action::await_change())
+}
+
+/// `Ready` summarizes `LoadBalancerAvailable`.
+fn summarize_ready(status: &mut DockerClusterStatus, generation: Option<i64>, now: Timestamp) {
+    let lb = conditions::get(&status.conditions, names::LOAD_BALANCER_AVAILABLE).cloned();
+    let (state, reason, message) = match lb {
+        Some(c) if c.status == "True" => (Status::True, names::REASON_READY, String::new()),
+        Some(c) => {
+            let detail = if c.message.is_empty() {
+                c.reason.clone()
+            } else {
+                c.message.clone()
+            };
+            (
+                Status::False,
+                names::REASON_NOT_READY,
+                format!("* LoadBalancerAvailable: {detail}"),
+            )
+        }
+        None => (
+            Status::Unknown,
+            "ReadyUnknown",
+            "* LoadBalancerAvailable: Condition not yet reported".into(),
+        ),
+    };
+    conditions::set(
+        &mut status.conditions,
+        names::READY,
+        state,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+}
+
+/// Writes `status` through the status subresource, only when it differs from the stored one.
+async fn write_status(
+    api: &Api<DockerCluster>,
+    dc: &DockerCluster,
+    status: DockerClusterStatus,
+) -> Result<(), Error> {
+    if dc.status.as_ref() == Some(&status)
+        || (dc.status.is_none() && status == DockerClusterStatus::default())
+    {
+        return Ok(());
+    }
+    let patch = json!({"status": status});
+    api.patch_status(
+        &dc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn remove_finalizer(api: &Api<DockerCluster>, dc: &DockerCluster) -> Result<(), Error> {
+    let finalizers: Vec<&String> = dc
+        .finalizers()
+        .iter()
+        .filter(|f| *f != CLUSTER_FINALIZER)
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": dc.resource_version()}});
+    api.patch(
+        &dc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, dc: &DockerCluster, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &dc.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an event");
+    }
+}

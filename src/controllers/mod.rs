@@ -1,0 +1,104 @@
+//! The reconcilers and what they share: the [`Context`] (kube client, container runtime,
+//! event recorder, background image pulls, backoff) and the controller plumbing.
+
+pub mod backoff;
+pub mod conditions;
+pub mod docker_cluster;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::docker::{ContainerRuntime, DockerError};
+use backoff::Backoff;
+
+/// Settings of the controllers that come from the manager's flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The Docker network clusters are put on.
+    pub network: String,
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// How many DockerClusters are reconciled at once.
+    pub docker_cluster_concurrency: u16,
+}
+
+/// Why a reconcile failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The container engine failed.
+    #[error("Docker: {0}")]
+    Docker(#[from] DockerError),
+    /// The infrastructure could not be made as asked; the message says why.
+    #[error("{0}")]
+    Infrastructure(String),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    /// The Kubernetes client.
+    pub kube: kube::Client,
+    /// The container engine.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Publishes Kubernetes events (one recorder, so repeated events aggregate).
+    pub recorder: Recorder,
+    /// The manager's settings.
+    pub settings: Settings,
+    /// Per-object backoff of failing reconciles.
+    pub backoff: Backoff,
+    reconciles: Mutex<HashMap<String, u64>>,
+}
+
+impl Context {
+    /// A context for `kube` and `runtime`.
+    pub fn new(kube: kube::Client, runtime: Arc<dyn ContainerRuntime>, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "capd-rs".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(kube.clone(), reporter),
+            kube,
+            runtime,
+            settings,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            reconciles: Mutex::default(),
+        }
+    }
+
+    /// How many reconciles of `namespace/name` of `kind` have finished (successfully or not):
+    /// the count controller-runtime exports as `controller_runtime_reconcile_total`.
+    pub fn reconciles(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        let key = format!("{kind}/{namespace}/{name}");
+        *self
+            .reconciles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .unwrap_or(&0)
+    }
+
+    fn count_reconcile(&self, kind: &str, namespace: &str, name: &str) {
+        let key = format!("{kind}/{namespace}/{name}");
+        *self
+            .reconciles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(0) += 1;
+    }
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    docker_cluster::run(ctx, shutdown).await;
+}

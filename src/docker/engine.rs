@@ -1,0 +1,306 @@
+//! The bollard implementation of [`ContainerRuntime`]: the engine at `DOCKER_HOST` (or the
+//! default socket), with the API version negotiated (Debian's engine speaks 1.41, Docker 29
+//! refuses anything below 1.44).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use super::{
+    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, PullProgress,
+};
+
+/// The Docker engine, through bollard.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the engine at `DOCKER_HOST` (or the default socket) and negotiates the API
+    /// version. Fails when the engine does not answer.
+    pub async fn connect() -> Result<Self, DockerError> {
+        let docker = Docker::connect_with_defaults().map_err(convert)?;
+        Ok(Self {
+            docker: docker.negotiate_version().await.map_err(convert)?,
+        })
+    }
+
+    /// An engine client for `docker`, as it is (no negotiation).
+    pub fn from_client(docker: Docker) -> Self {
+        Self { docker }
+    }
+
+    /// The negotiated API version.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+}
+
+/// Converts bollard's error, keeping the engine's message.
+fn convert(error: BollardError) -> DockerError {
+    match error {
+        BollardError::DockerResponseServerError { message, .. } => DockerError::Engine(message),
+        BollardError::DockerStreamError { error } => DockerError::Engine(error),
+        other => DockerError::Unreachable(other.to_string()),
+    }
+}
+
+fn is_status(error: &BollardError, status: u16) -> bool {
+    matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
+}
+
+/// A tar archive holding the spec's files, for the engine's archive upload.
+fn files_archive(spec: &ContainerSpec) -> Result<Vec<u8>, DockerError> {
+    let mut archive = tar::Builder::new(Vec::new());
+    for file in &spec.files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.content.len() as u64);
+        header.set_mode(file.mode);
+        header.set_mtime(0);
+        let path = file.path.trim_start_matches('/');
+        archive
+            .append_data(&mut header, path, file.content.as_slice())
+            .map_err(|e| DockerError::Engine(format!("packing {}: {e}", file.path)))?;
+    }
+    archive
+        .into_inner()
+        .map_err(|e| DockerError::Engine(format!("packing the container's files: {e}")))
+}
+
+#[async_trait]
+impl ContainerRuntime for Engine {
+    async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {
+        let info = match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(convert(e)),
+        };
+        let settings = info.network_settings.unwrap_or_default();
+        let networks = settings
+            .networks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(net, e)| {
+                (
+                    net,
+                    (
+                        e.ip_address.unwrap_or_default(),
+                        e.global_ipv6_address.unwrap_or_default(),
+                    ),
+                )
+            })
+            .collect();
+        let host_ports = settings
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(port, bindings)| {
+                let host = bindings?
+                    .into_iter()
+                    .find_map(|b| b.host_port?.parse::<u16>().ok())?;
+                Some((port, host))
+            })
+            .collect();
+        let config = info.config.unwrap_or_default();
+        Ok(Some(Container {
+            name: info
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            running: info.state.and_then(|s| s.running).unwrap_or(false),
+            networks,
+            host_ports,
+        }))
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .published_ports
+            .iter()
+            .map(|(port, host_ip)| {
+                let binding = PortBinding {
+                    host_ip: Some(host_ip.clone()),
+                    host_port: Some("0".into()),
+                };
+                (port.clone(), Some(vec![binding]))
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            hostname: Some(spec.name.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
+            tty: Some(true),
+            exposed_ports: Some(
+                spec.published_ports
+                    .iter()
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+            ),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                port_bindings: Some(port_bindings),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    spec.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => return Err(DockerError::NameTaken(spec.name.clone())),
+            Err(e) => return Err(convert(e)),
+        }
+        let started = async {
+            if !spec.files.is_empty() {
+                let options = UploadToContainerOptionsBuilder::default().path("/").build();
+                let archive = files_archive(spec)?;
+                self.docker
+                    .upload_to_container(
+                        &spec.name,
+                        Some(options),
+                        bollard::body_full(archive.into()),
+                    )
+                    .await
+                    .map_err(convert)?;
+            }
+            self.docker
+                .start_container(&spec.name, None)
+                .await
+                .map_err(convert)
+        };
+        if let Err(e) = started.await {
+            // Leave nothing half made: a created but unstarted container would block the name.
+            let _ = self.remove_container(&spec.name).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(convert)
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, DockerError> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(convert(e)),
+        }
+    }
+
+    fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>> {
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .map(|item| {
+                let info = item.map_err(convert)?;
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(DockerError::Engine(detail));
+                }
+                let status = [
+                    info.status.unwrap_or_default(),
+                    info.progress_detail.map(progress_text).unwrap_or_default(),
+                ]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+                Ok(PullProgress { status })
+            })
+            .boxed()
+    }
+
+    fn container_events(
+        &self,
+        label: &str,
+    ) -> BoxStream<'static, Result<ContainerEvent, DockerError>> {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![label.to_owned()]),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker
+            .events(Some(options))
+            .map(|item| {
+                let event = item.map_err(convert)?;
+                let labels: BTreeMap<String, String> = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                Ok(ContainerEvent {
+                    action: event.action.unwrap_or_default(),
+                    labels,
+                })
+            })
+            .boxed()
+    }
+}
+
+fn progress_text(detail: bollard::models::ProgressDetail) -> String {
+    match (detail.current, detail.total) {
+        (Some(current), Some(total)) if total > 0 => {
+            format!("{:.1}MB/{:.1}MB", current as f64 / 1e6, total as f64 / 1e6)
+        }
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,177 @@
+//! An in-memory [`ContainerRuntime`] for unit tests of pure logic. Integration tests use the
+//! real engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use super::{
+    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, PullProgress,
+};
+
+/// Containers and images held in memory; images marked pullable appear when pulled.
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    containers: BTreeMap<String, (ContainerSpec, Container)>,
+    images: BTreeSet<String>,
+    pullable: BTreeSet<String>,
+    pulls: usize,
+    down: bool,
+}
+
+impl FakeRuntime {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `image` present.
+    pub fn add_image(&self, image: &str) {
+        self.state().images.insert(image.to_owned());
+    }
+
+    /// Lets `image` be pulled.
+    pub fn set_pullable(&self, image: &str) {
+        self.state().pullable.insert(image.to_owned());
+    }
+
+    /// How many pulls were started.
+    pub fn pulls(&self) -> usize {
+        self.state().pulls
+    }
+
+    /// Makes every call fail as if the engine were down (or back up).
+    pub fn set_down(&self, down: bool) {
+        self.state().down = down;
+    }
+
+    /// Adds a container as if someone else had created it.
+    pub fn add_container(&self, container: Container) {
+        let spec = ContainerSpec {
+            name: container.name.clone(),
+            ..Default::default()
+        };
+        self.state()
+            .containers
+            .insert(container.name.clone(), (spec, container));
+    }
+
+    /// The spec a container was run with.
+    pub fn spec(&self, name: &str) -> Option<ContainerSpec> {
+        self.state()
+            .containers
+            .get(name)
+            .map(|(spec, _)| spec.clone())
+    }
+
+    /// The names of all containers.
+    pub fn names(&self) -> Vec<String> {
+        self.state().containers.keys().cloned().collect()
+    }
+
+    fn check_up(&self) -> Result<(), DockerError> {
+        if self.state().down {
+            return Err(DockerError::Unreachable("connection refused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {
+        self.check_up()?;
+        Ok(self.state().containers.get(name).map(|(_, c)| c.clone()))
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError> {
+        self.check_up()?;
+        let mut state = self.state();
+        if !state.images.contains(&spec.image) {
+            return Err(DockerError::Engine(format!(
+                "No such image: {}",
+                spec.image
+            )));
+        }
+        if state.containers.contains_key(&spec.name) {
+            return Err(DockerError::NameTaken(spec.name.clone()));
+        }
+        let n = state.containers.len() + 2;
+        let container = Container {
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            running: true,
+            networks: BTreeMap::from([(
+                spec.network.clone(),
+                (format!("172.18.0.{n}"), String::new()),
+            )]),
+            host_ports: spec
+                .published_ports
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _))| (p.clone(), 40000 + i as u16))
+                .collect(),
+        };
+        state
+            .containers
+            .insert(spec.name.clone(), (spec.clone(), container));
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
+        self.check_up()?;
+        match self.state().containers.get_mut(name) {
+            Some((_, c)) => {
+                c.running = true;
+                Ok(())
+            }
+            None => Err(DockerError::Engine(format!("No such container: {name}"))),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
+        self.check_up()?;
+        self.state().containers.remove(name);
+        Ok(())
+    }
+
+    async fn network_exists(&self, _name: &str) -> Result<bool, DockerError> {
+        self.check_up()?;
+        Ok(true)
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        self.check_up()?;
+        Ok(self.state().images.contains(image))
+    }
+
+    fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>> {
+        let mut state = self.state();
+        state.pulls += 1;
+        let result = if state.pullable.contains(image) {
+            state.images.insert(image.to_owned());
+            Ok(PullProgress {
+                status: "Pull complete".into(),
+            })
+        } else {
+            Err(DockerError::Engine(format!(
+                "pull access denied for {image}, repository does not exist"
+            )))
+        };
+        futures::stream::iter([result]).boxed()
+    }
+
+    fn container_events(
+        &self,
+        _label: &str,
+    ) -> BoxStream<'static, Result<ContainerEvent, DockerError>> {
+        futures::stream::pending().boxed()
+    }
+}

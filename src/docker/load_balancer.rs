@@ -1,0 +1,457 @@
+//! A cluster's load-balancer container: its spec (pure) and the steps that make the engine
+//! match it, without ever touching a container that belongs to another object.
+
+use std::hash::Hash;
+
+use super::haproxy;
+use super::labels::{self, Owner};
+use super::pulls::{ImagePulls, PullStatus};
+use super::{Container, ContainerFile, ContainerRuntime, ContainerSpec, DockerError};
+use crate::api::DockerLoadBalancer;
+
+/// The image repository when `imageRepository` is unset.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "kindest";
+/// The image tag when `imageTag` is unset (CAPD's code default; its API doc names an older one).
+pub const DEFAULT_IMAGE_TAG: &str = "v20230606-42a2262b";
+/// Where HAProxy reads its configuration.
+pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+
+/// The HAProxy image: `<imageRepository or kindest>/haproxy:<imageTag or the default>`.
+pub fn image(lb: &DockerLoadBalancer) -> String {
+    let repository = if lb.image_repository.is_empty() {
+        DEFAULT_IMAGE_REPOSITORY
+    } else {
+        &lb.image_repository
+    };
+    let tag = if lb.image_tag.is_empty() {
+        DEFAULT_IMAGE_TAG
+    } else {
+        &lb.image_tag
+    };
+    format!("{repository}/haproxy:{tag}")
+}
+
+/// The container port of the control-plane frontend (`<port>/tcp`).
+pub fn frontend_port_key(frontend_port: u16) -> String {
+    format!("{frontend_port}/tcp")
+}
+
+/// The stats page's container port (`8404/tcp`).
+pub fn stats_port_key() -> String {
+    format!("{}/tcp", haproxy::STATS_PORT)
+}
+
+/// The load-balancer container of cluster `cluster` owned by `owner`: kind's labels plus the
+/// owner's, random host ports for the frontend and the stats page, HAProxy in master-worker
+/// mode with an initial configuration that has no backends yet. The frontend listens on the
+/// endpoint's port, and that same port is published (CAPD always publishes 6443).
+pub fn container_spec(
+    cluster: &str,
+    owner: &Owner,
+    lb: &DockerLoadBalancer,
+    frontend_port: u16,
+    network: &str,
+) -> ContainerSpec {
+    let mut labels = owner.labels();
+    labels.insert(labels::KIND_CLUSTER.into(), cluster.into());
+    labels.insert(labels::KIND_ROLE.into(), labels::ROLE_LOAD_BALANCER.into());
+    ContainerSpec {
+        name: labels::load_balancer_name(cluster),
+        image: image(lb),
+        labels,
+        entrypoint: ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
+            .map(String::from)
+            .to_vec(),
+        network: network.into(),
+        published_ports: vec![
+            (frontend_port_key(frontend_port), "0.0.0.0".into()),
+            (stats_port_key(), "0.0.0.0".into()),
+        ],
+        files: vec![ContainerFile {
+            path: CONFIG_PATH.into(),
+            content: haproxy::render(frontend_port, false, &[]).into_bytes(),
+            mode: 0o644,
+        }],
+    }
+}
+
+/// Why the load balancer is not running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadBalancerError {
+    /// A container has the load balancer's name but is not this object's.
+    #[error("container {name} already exists and belongs to {}; capd-rs will not adopt or remove it (clusters with the same name in different namespaces share kind's container names)", owner.as_ref().map_or("another owner (it has no capd-rs owner labels)".to_owned(), ToString::to_string))]
+    NameClash {
+        /// The container's name.
+        name: String,
+        /// Its owner, when it names one.
+        owner: Option<Owner>,
+    },
+    /// The image could not be pulled.
+    #[error("cannot pull image {image}: {message}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The container exists but has stopped (HAProxy exited or someone stopped it).
+    #[error("container {0} is not running")]
+    Stopped(String),
+    /// The engine failed.
+    #[error("{0}")]
+    Docker(#[from] DockerError),
+}
+
+/// What [`ensure`] had to do to get the load balancer running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// It was already running.
+    Unchanged,
+    /// It was created.
+    Created,
+    /// It had stopped and was started again.
+    Restarted,
+}
+
+/// Where the load balancer stands after [`ensure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadBalancerState {
+    /// The image is being pulled; the text is the progress.
+    Pulling(String),
+    /// The container runs.
+    Running {
+        /// The container as the engine reports it.
+        container: Container,
+        /// What this call did.
+        change: Change,
+    },
+}
+
+/// The container named like `spec`, if it is `owner`'s; an error if it belongs to someone else.
+async fn owned(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    owner: &Owner,
+) -> Result<Option<Container>, LoadBalancerError> {
+    let Some(container) = runtime.inspect_container(name).await? else {
+        return Ok(None);
+    };
+    match Owner::from_labels(&container.labels) {
+        Some(found) if &found == owner => Ok(Some(container)),
+        found => Err(LoadBalancerError::NameClash {
+            name: name.to_owned(),
+            owner: found,
+        }),
+    }
+}
+
+/// Makes the load balancer run as `spec` says: finds it by name (checking it is `owner`'s), or
+/// pulls its image in the background and creates it. A stopped container is started again
+/// only when `may_restart` (the caller's backoff), so a crashing HAProxy is not restarted in a
+/// hot loop; otherwise it is reported as [`LoadBalancerError::Stopped`].
+pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
+    runtime: &dyn ContainerRuntime,
+    pulls: &ImagePulls<W>,
+    spec: &ContainerSpec,
+    owner: &Owner,
+    waiter: W,
+    may_restart: bool,
+) -> Result<LoadBalancerState, LoadBalancerError> {
+    let mut change = Change::Unchanged;
+    if let Some(container) = owned(runtime, &spec.name, owner).await? {
+        if container.running {
+            return Ok(LoadBalancerState::Running { container, change });
+        }
+        if !may_restart {
+            return Err(LoadBalancerError::Stopped(spec.name.clone()));
+        }
+        runtime.start_container(&spec.name).await?;
+        change = Change::Restarted;
+    } else {
+        match pulls.ensure(&spec.image, waiter).await? {
+            PullStatus::Present => {}
+            PullStatus::Pulling(progress) => return Ok(LoadBalancerState::Pulling(progress)),
+            PullStatus::Failed(message) => {
+                return Err(LoadBalancerError::Pull {
+                    image: spec.image.clone(),
+                    message,
+                });
+            }
+        }
+        match runtime.run_container(spec).await {
+            Ok(()) => change = Change::Created,
+            // Another reconcile (or manager) created it meanwhile: check whose it is below.
+            Err(DockerError::NameTaken(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let container = owned(runtime, &spec.name, owner).await?.ok_or_else(|| {
+        DockerError::Engine(format!(
+            "container {} vanished right after it was started",
+            spec.name
+        ))
+    })?;
+    Ok(LoadBalancerState::Running { container, change })
+}
+
+/// What [`remove`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The container was removed (with its volumes).
+    Removed,
+    /// There was no container.
+    Absent,
+    /// The container belongs to someone else and was left alone.
+    NotOurs(Option<Owner>),
+}
+
+/// Removes `owner`'s load balancer named `name`, leaving anyone else's container alone.
+pub async fn remove(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    owner: &Owner,
+) -> Result<Removal, DockerError> {
+    match owned(runtime, name, owner).await {
+        Ok(None) => Ok(Removal::Absent),
+        Ok(Some(_)) => runtime
+            .remove_container(name)
+            .await
+            .map(|()| Removal::Removed),
+        Err(LoadBalancerError::NameClash { owner, .. }) => Ok(Removal::NotOurs(owner)),
+        Err(LoadBalancerError::Docker(e)) => Err(e),
+        Err(LoadBalancerError::Pull { message, .. }) => Err(DockerError::Engine(message)),
+        Err(LoadBalancerError::Stopped(_)) => runtime
+            .remove_container(name)
+            .await
+            .map(|()| Removal::Removed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::docker::fake::FakeRuntime;
+    use futures::StreamExt as _;
+
+    fn owner(namespace: &str) -> Owner {
+        Owner {
+            kind: "DockerCluster".into(),
+            namespace: namespace.into(),
+            name: "c".into(),
+        }
+    }
+
+    fn spec(namespace: &str) -> ContainerSpec {
+        container_spec(
+            "c",
+            &owner(namespace),
+            &DockerLoadBalancer::default(),
+            6443,
+            "kind",
+        )
+    }
+
+    #[test]
+    fn image_defaults_to_kindest_haproxy() {
+        assert_eq!(
+            image(&DockerLoadBalancer::default()),
+            "kindest/haproxy:v20230606-42a2262b"
+        );
+        let custom = DockerLoadBalancer {
+            image_repository: "registry.example.com/mirror".into(),
+            image_tag: "v1".into(),
+            ..Default::default()
+        };
+        assert_eq!(image(&custom), "registry.example.com/mirror/haproxy:v1");
+    }
+
+    #[test]
+    fn spec_has_kind_labels_owner_labels_ports_and_config() {
+        let spec = container_spec(
+            "c",
+            &owner("ns"),
+            &DockerLoadBalancer::default(),
+            7443,
+            "kind",
+        );
+        assert_eq!(spec.name, "c-lb");
+        assert_eq!(spec.labels[labels::KIND_CLUSTER], "c");
+        assert_eq!(spec.labels[labels::KIND_ROLE], "external-load-balancer");
+        assert_eq!(Owner::from_labels(&spec.labels), Some(owner("ns")));
+        assert_eq!(
+            spec.published_ports,
+            [
+                ("7443/tcp".to_owned(), "0.0.0.0".to_owned()),
+                ("8404/tcp".to_owned(), "0.0.0.0".to_owned())
+            ]
+        );
+        assert_eq!(spec.entrypoint, ["haproxy", "-W", "-db", "-f", CONFIG_PATH]);
+        let config = String::from_utf8(spec.files[0].content.clone()).unwrap();
+        assert!(config.contains("bind *:7443"));
+    }
+
+    fn new_pulls(
+        fake: &Arc<FakeRuntime>,
+    ) -> (
+        ImagePulls<u8>,
+        futures::channel::mpsc::UnboundedReceiver<u8>,
+    ) {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        (ImagePulls::new(fake.clone(), tx), rx)
+    }
+
+    #[tokio::test]
+    async fn creates_once_then_finds_it_again() {
+        let fake = Arc::new(FakeRuntime::default());
+        fake.add_image(&image(&DockerLoadBalancer::default()));
+        let (pulls, _rx) = new_pulls(&fake);
+        let first = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, true)
+            .await
+            .unwrap();
+        assert!(matches!(
+            first,
+            LoadBalancerState::Running {
+                change: Change::Created,
+                ..
+            }
+        ));
+        let again = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, true)
+            .await
+            .unwrap();
+        assert!(matches!(
+            again,
+            LoadBalancerState::Running {
+                change: Change::Unchanged,
+                ..
+            }
+        ));
+        assert_eq!(fake.names(), ["c-lb"]);
+    }
+
+    #[tokio::test]
+    async fn pulls_a_missing_image_in_the_background() {
+        let fake = Arc::new(FakeRuntime::default());
+        fake.set_pullable(&image(&DockerLoadBalancer::default()));
+        let (pulls, mut rx) = new_pulls(&fake);
+        let state = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 3, true)
+            .await
+            .unwrap();
+        assert!(matches!(state, LoadBalancerState::Pulling(_)), "{state:?}");
+        assert!(fake.names().is_empty());
+        assert_eq!(rx.next().await, Some(3));
+        let state = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 3, true)
+            .await
+            .unwrap();
+        assert!(matches!(
+            state,
+            LoadBalancerState::Running {
+                change: Change::Created,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn never_adopts_or_removes_another_namespaces_container() {
+        let fake = Arc::new(FakeRuntime::default());
+        fake.add_image(&image(&DockerLoadBalancer::default()));
+        let (pulls, _rx) = new_pulls(&fake);
+        ensure(
+            fake.as_ref(),
+            &pulls,
+            &spec("first"),
+            &owner("first"),
+            0,
+            true,
+        )
+        .await
+        .unwrap();
+        let err = ensure(
+            fake.as_ref(),
+            &pulls,
+            &spec("second"),
+            &owner("second"),
+            0,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("belongs to DockerCluster first/c"),
+            "{err}"
+        );
+        assert_eq!(
+            remove(fake.as_ref(), "c-lb", &owner("second"))
+                .await
+                .unwrap(),
+            Removal::NotOurs(Some(owner("first")))
+        );
+        assert_eq!(fake.names(), ["c-lb"]);
+        assert_eq!(
+            remove(fake.as_ref(), "c-lb", &owner("first"))
+                .await
+                .unwrap(),
+            Removal::Removed
+        );
+        assert_eq!(
+            remove(fake.as_ref(), "c-lb", &owner("first"))
+                .await
+                .unwrap(),
+            Removal::Absent
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopped_load_balancer_is_started_and_an_unlabelled_one_is_not_touched() {
+        let fake = Arc::new(FakeRuntime::default());
+        let mut stopped = Container {
+            name: "c-lb".into(),
+            labels: owner("ns").labels(),
+            ..Default::default()
+        };
+        stopped.running = false;
+        fake.add_container(stopped);
+        let (pulls, _rx) = new_pulls(&fake);
+        let err = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LoadBalancerError::Stopped(_)),
+            "not restarted while backing off: {err}"
+        );
+        let state = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, true)
+            .await
+            .unwrap();
+        assert!(
+            matches!(state, LoadBalancerState::Running { change: Change::Restarted, container } if container.running)
+        );
+
+        let fake = Arc::new(FakeRuntime::default());
+        fake.add_container(Container {
+            name: "c-lb".into(),
+            running: true,
+            ..Default::default()
+        });
+        let (pulls, _rx) = new_pulls(&fake);
+        let err = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no capd-rs owner labels"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn engine_errors_pass_through() {
+        let fake = Arc::new(FakeRuntime::default());
+        fake.set_down(true);
+        let (pulls, _rx) = new_pulls(&fake);
+        let err = ensure(fake.as_ref(), &pulls, &spec("ns"), &owner("ns"), 0, true)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unreachable: connection refused"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The Docker side of the provider: the [`ContainerRuntime`] trait the controllers use, its
+//! bollard implementation ([`engine`]), container names and labels ([`labels`]), and the
+//! load-balancer container and HAProxy configuration ([`load_balancer`], [`haproxy`]).
+
+pub mod engine;
+pub mod haproxy;
+pub mod labels;
+pub mod load_balancer;
+pub mod pulls;
+
+#[cfg(test)]
+pub mod fake;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// An error from the container engine, with the engine's own words.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DockerError {
+    /// The engine could not be reached (down, socket missing, timeout).
+    #[error("the Docker engine is unreachable: {0}")]
+    Unreachable(String),
+    /// The engine answered with an error.
+    #[error("{0}")]
+    Engine(String),
+    /// A container with this name already exists (a create raced another).
+    #[error("a container named {0} already exists")]
+    NameTaken(String),
+}
+
+/// A container as the engine reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Container {
+    /// The name, without the leading `/`.
+    pub name: String,
+    /// The labels.
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is running.
+    pub running: bool,
+    /// IP addresses per network: (IPv4, IPv6), either may be empty.
+    pub networks: BTreeMap<String, (String, String)>,
+    /// Published ports: container port (`6443/tcp`) to host port.
+    pub host_ports: BTreeMap<String, u16>,
+}
+
+/// A file written into a container before it starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerFile {
+    /// The absolute path in the container.
+    pub path: String,
+    /// The content.
+    pub content: Vec<u8>,
+    /// The permission bits, for example 0o644.
+    pub mode: u32,
+}
+
+/// What to run: the subset of Docker's container options the provider uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// The container's name (and hostname).
+    pub name: String,
+    /// The image reference.
+    pub image: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The entrypoint; empty keeps the image's.
+    pub entrypoint: Vec<String>,
+    /// The Docker network to attach to.
+    pub network: String,
+    /// Container ports (`6443/tcp`) published on a random host port, with the host address to
+    /// bind (`0.0.0.0`, `127.0.0.1`).
+    pub published_ports: Vec<(String, String)>,
+    /// Files written into the container between create and start.
+    pub files: Vec<ContainerFile>,
+}
+
+/// A container lifecycle event from the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// What happened: `die`, `destroy`, `stop`, `start`...
+    pub action: String,
+    /// The container's labels at the time.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Progress of an image pull, as the engine reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullProgress {
+    /// A one-line summary such as `Downloading 12.3MB/31.2MB`.
+    pub status: String,
+}
+
+/// The container engine operations the controllers need. The bollard implementation talks to
+/// a real engine; unit tests use an in-memory fake.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// The container named `name`, or `None` when there is none.
+    async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError>;
+    /// Creates the container, writes its files, and starts it. If the start fails the
+    /// container is removed, so nothing is left half made.
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError>;
+    /// Starts a stopped container.
+    async fn start_container(&self, name: &str) -> Result<(), DockerError>;
+    /// Removes a container and its anonymous volumes; removing a missing container is fine.
+    async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
+    /// Whether the image is present in the engine.
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
+    /// Pulls an image; the stream ends after the last progress report, or with the error.
+    fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>>;
+    /// Whether the Docker network `name` exists.
+    async fn network_exists(&self, name: &str) -> Result<bool, DockerError>;
+    /// Lifecycle events of containers that carry `label` (a `key` or `key=value` filter).
+    fn container_events(
+        &self,
+        label: &str,
+    ) -> BoxStream<'static, Result<ContainerEvent, DockerError>>;
+}

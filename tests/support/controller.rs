@@ -1,0 +1,72 @@
+//! The provider's controllers running in the test's runtime, limited to one namespace (as the
+//! manager's `--namespace` does), so parallel tests each have their own.
+
+use std::sync::Arc;
+
+use capd::controllers::{self, Context, Settings};
+use capd::docker::ContainerRuntime;
+use capd::docker::engine::Engine;
+
+use super::TestContext;
+
+/// Controllers started for a test; they stop when this is dropped or [`stop`](Self::stop)ped.
+pub struct RunningControllers {
+    /// The controllers' context (for reconcile counts).
+    pub ctx: Arc<Context>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningControllers {
+    /// Starts the controllers for `test`'s namespace against the real Docker engine.
+    pub async fn start(test: &TestContext) -> Self {
+        let engine = Engine::connect().await.expect("connecting to Docker");
+        Self::with_runtime(test, &test.namespace, Arc::new(engine))
+    }
+
+    /// Starts the controllers for `namespace` with `runtime` as the container engine.
+    pub fn with_runtime(
+        test: &TestContext,
+        namespace: &str,
+        runtime: Arc<dyn ContainerRuntime>,
+    ) -> Self {
+        let settings = Settings {
+            network: "kind".into(),
+            namespace: Some(namespace.to_owned()),
+            docker_cluster_concurrency: 4,
+        };
+        let ctx = Arc::new(Context::new(test.kube.clone(), runtime, settings));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controllers::run(ctx.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            ctx,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the controllers and waits until they have.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("controllers task");
+        }
+    }
+
+    /// How many reconciles of `kind` `namespace/name` these controllers have finished.
+    pub fn reconciles(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        self.ctx.reconciles(kind, namespace, name)
+    }
+}
+
+impl Drop for RunningControllers {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
