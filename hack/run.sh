@@ -69,7 +69,19 @@ done
 [[ $(kubectl get --raw /readyz 2>/dev/null) == ok ]] || die "kube-apiserver is not ready; see $state/kube-apiserver.log"
 
 kubectl apply --server-side -f config/crd/bases >/dev/null
+if ! kubectl get crd clusters.cluster.x-k8s.io >/dev/null 2>&1; then
+  # No core Cluster API here: minimal Cluster/Machine CRDs let you play its part by hand.
+  kubectl apply --server-side -f hack/capi-crds.yaml >/dev/null
+fi
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+
+# The default load-balancer image. Where no registry is reachable (air-gapped machines, CI),
+# the local HAProxy test image stands in for it, so a default DockerCluster still works.
+lb_image=kindest/haproxy:v20230606-42a2262b
+if ! docker image inspect "$lb_image" >/dev/null 2>&1 && ! timeout 120 docker pull -q "$lb_image" >/dev/null 2>&1; then
+  docker tag capd-rs-test/haproxy:local "$lb_image"
+  log "cannot pull $lb_image: tagged the local capd-rs-test/haproxy:local as $lb_image"
+fi
 
 # The webhooks: a local CA and serving certificate for 127.0.0.1, and the committed webhook
 # configurations pointed at the manager on this machine instead of the in-cluster Service.

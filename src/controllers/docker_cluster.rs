@@ -517,3 +517,125 @@ async fn publish(ctx: &Context, dc: &DockerCluster, type_: EventType, reason: &s
         warn!(error = %e, "cannot publish an event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DockerClusterSpec;
+    use crate::api::capi::{ClusterSpec, ContractVersionedObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(api_version: &str, kind: &str) -> DockerCluster {
+        let mut dc = DockerCluster::new("dc", DockerClusterSpec::default());
+        dc.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "my-cluster".into(),
+            uid: "u".into(),
+            controller: None,
+            block_owner_deletion: None,
+        }]);
+        dc
+    }
+
+    #[test]
+    fn any_owner_reference_to_a_capi_cluster_counts() {
+        assert_eq!(
+            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta2", "Cluster")).as_deref(),
+            Some("my-cluster")
+        );
+        assert_eq!(
+            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta1", "Cluster")).as_deref(),
+            Some("my-cluster")
+        );
+        assert_eq!(owner_cluster(&owned_by("example.com/v1", "Cluster")), None);
+        assert_eq!(
+            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta2", "Machine")),
+            None
+        );
+        assert_eq!(
+            owner_cluster(&DockerCluster::new("dc", DockerClusterSpec::default())),
+            None
+        );
+    }
+
+    #[test]
+    fn pause_comes_from_the_cluster_or_the_annotation() {
+        let mut dc = DockerCluster::new("dc", DockerClusterSpec::default());
+        let mut cluster = Cluster::new("c", ClusterSpec::default());
+        assert_eq!(paused(&dc, Some(&cluster)), None);
+        cluster.spec.paused = Some(true);
+        assert_eq!(
+            paused(&dc, Some(&cluster)).as_deref(),
+            Some("Cluster spec.paused is set to true")
+        );
+        dc.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), String::new())].into());
+        assert_eq!(
+            paused(&dc, Some(&cluster)).as_deref(),
+            Some(
+                "Cluster spec.paused is set to true, DockerCluster has the cluster.x-k8s.io/paused annotation"
+            )
+        );
+        assert!(
+            paused(&dc, None).is_some(),
+            "the annotation pauses even without the Cluster"
+        );
+    }
+
+    #[test]
+    fn clusters_map_to_their_docker_cluster_only() {
+        let mut cluster = Cluster::new("c", ClusterSpec::default());
+        cluster.metadata.namespace = Some("ns".into());
+        assert_eq!(cluster_to_docker_cluster(cluster.clone()), None);
+        cluster.spec.infrastructure_ref = ContractVersionedObjectReference {
+            kind: "DockerCluster".into(),
+            name: "dc".into(),
+            api_group: "infrastructure.cluster.x-k8s.io".into(),
+        };
+        assert_eq!(
+            cluster_to_docker_cluster(cluster.clone()),
+            Some(ObjectRef::new("dc").within("ns"))
+        );
+        cluster.spec.infrastructure_ref.kind = "AWSCluster".into();
+        assert_eq!(cluster_to_docker_cluster(cluster), None);
+    }
+
+    #[test]
+    fn ready_summarizes_the_load_balancer() {
+        let now = Timestamp::from_second(100).unwrap();
+        let mut status = DockerClusterStatus::default();
+        summarize_ready(&mut status, Some(1), now);
+        assert_eq!(
+            conditions::get(&status.conditions, names::READY)
+                .unwrap()
+                .status,
+            "Unknown"
+        );
+        conditions::set(
+            &mut status.conditions,
+            names::LOAD_BALANCER_AVAILABLE,
+            Status::False,
+            names::REASON_NOT_AVAILABLE,
+            "engine down",
+            Some(1),
+            now,
+        );
+        summarize_ready(&mut status, Some(1), now);
+        let ready = conditions::get(&status.conditions, names::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.message.as_str()),
+            ("False", "* LoadBalancerAvailable: engine down")
+        );
+        conditions::set(
+            &mut status.conditions,
+            names::LOAD_BALANCER_AVAILABLE,
+            Status::True,
+            names::REASON_AVAILABLE,
+            "",
+            Some(1),
+            now,
+        );
+        summarize_ready(&mut status, Some(1), now);
+        assert!(conditions::is_true(&status.conditions, names::READY));
+    }
+}

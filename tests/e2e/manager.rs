@@ -1,4 +1,5 @@
-//! The manager binary serves the admission webhooks over TLS and stops cleanly on SIGTERM.
+//! The manager binary serves the admission webhooks over TLS, turns a DockerCluster into a
+//! load-balancer container and removes it again, and stops cleanly on SIGTERM.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -11,12 +12,13 @@ use crate::support::{TestContext, control_plane, crds, kubectl_async};
 struct Manager(Child);
 
 impl Manager {
-    fn start(webhook_port: u16, cert_dir: &std::path::Path) -> Self {
+    fn start(webhook_port: u16, cert_dir: &std::path::Path, namespace: &str) -> Self {
         let log = std::fs::File::create(cert_dir.join("manager.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_manager"))
             .args(["--webhook-port", &webhook_port.to_string()])
             .arg("--webhook-cert-dir")
             .arg(cert_dir)
+            .args(["--namespace", namespace])
             .env("KUBECONFIG", &control_plane::control_plane().kubeconfig)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -49,7 +51,7 @@ impl Drop for Manager {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manager_serves_webhooks_and_stops_on_sigterm() {
+async fn manager_serves_webhooks_reconciles_clusters_and_stops_on_sigterm() {
     let ctx = TestContext::new("e2e-manager").await;
     crds::install(&ctx.kube).await;
     let pki = Pki::mint("e2e-ca");
@@ -60,7 +62,7 @@ async fn manager_serves_webhooks_and_stops_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut manager = Manager::start(port, dir.path());
+    let mut manager = Manager::start(port, dir.path(), &ctx.namespace);
     let _registration = Registration::register(&ctx, port, &pki.ca_pem);
     wait_until_active(&ctx.namespace).await;
 
@@ -95,6 +97,85 @@ async fn manager_serves_webhooks_and_stops_on_sigterm() {
     .await;
     assert_eq!(out, "6443 false");
 
+    // A Cluster and the DockerCluster it owns, as core Cluster API would create them.
+    let name = ctx.name("c");
+    let cluster = format!(
+        "apiVersion: cluster.x-k8s.io/v1beta2\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  infrastructureRef:\n    apiGroup: infrastructure.cluster.x-k8s.io\n    kind: DockerCluster\n    name: {name}\n"
+    );
+    let (ok, _, err) = kubectl_async(&apply_args, &cluster).await;
+    assert!(ok, "{err}");
+    let (_, uid, _) = kubectl_async(
+        &[
+            "get",
+            "cluster",
+            &name,
+            "-n",
+            &ctx.namespace,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        "",
+    )
+    .await;
+    let docker_cluster = format!(
+        "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerCluster\nmetadata:\n  name: {name}\n  ownerReferences:\n  - {{apiVersion: cluster.x-k8s.io/v1beta2, kind: Cluster, name: {name}, uid: {uid}}}\nspec:\n  loadBalancer: {{imageRepository: capd-rs-test, imageTag: local}}\n"
+    );
+    let (ok, _, err) = kubectl_async(&apply_args, &docker_cluster).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl_async(
+        &[
+            "wait",
+            "dockercluster",
+            &name,
+            "-n",
+            &ctx.namespace,
+            "--for=jsonpath={.status.initialization.provisioned}=true",
+            "--timeout=60s",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "the DockerCluster was not provisioned: {err}");
+    let (_, host, _) = kubectl_async(
+        &[
+            "get",
+            "dockercluster",
+            &name,
+            "-n",
+            &ctx.namespace,
+            "-o",
+            "jsonpath={.spec.controlPlaneEndpoint.host}",
+        ],
+        "",
+    )
+    .await;
+    let lb_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.kind.IPAddress}}",
+        &format!("{name}-lb"),
+    ]);
+    assert_eq!(host, lb_ip.trim(), "the endpoint is the LB container's IP");
+
+    let (ok, _, err) = kubectl_async(
+        &[
+            "delete",
+            "dockercluster",
+            &name,
+            "-n",
+            &ctx.namespace,
+            "--timeout=60s",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &format!("name=^/{name}-lb$")]),
+        "",
+        "the LB container outlived its DockerCluster"
+    );
+
     let status = tokio::task::spawn_blocking(move || manager.terminate(Duration::from_secs(15)))
         .await
         .unwrap();
@@ -107,4 +188,9 @@ async fn manager_serves_webhooks_and_stops_on_sigterm() {
         log.contains("serving the admission webhooks") && log.contains("shutting down"),
         "{log}"
     );
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

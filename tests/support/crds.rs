@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use super::wait_for;
 
 /// Applies every CRD of `capd::api::crds::all_crds()`, plus minimal core Cluster API CRDs
-/// (`tests/fixtures/capi-crds.yaml`), and waits until each is Established.
+/// (`hack/capi-crds.yaml`), and waits until each is Established.
 pub async fn install(client: &kube::Client) {
     static INSTALLED: OnceCell<()> = OnceCell::const_new();
     INSTALLED
@@ -19,12 +19,11 @@ pub async fn install(client: &kube::Client) {
             let api = Api::<CustomResourceDefinition>::all(client.clone());
             let params = PatchParams::apply("capd-rs-tests").force();
             let mut crds = capd::api::crds::all_crds().expect("deriving the CRDs");
-            let capi = std::fs::read_to_string(
-                super::setup::repo_root().join("tests/fixtures/capi-crds.yaml"),
-            )
-            .unwrap();
+            let capi =
+                std::fs::read_to_string(super::setup::repo_root().join("hack/capi-crds.yaml"))
+                    .unwrap();
             for doc in capi.split("\n---\n") {
-                crds.push(serde_saphyr::from_str(doc).expect("tests/fixtures/capi-crds.yaml"));
+                crds.push(serde_saphyr::from_str(doc).expect("hack/capi-crds.yaml"));
             }
             for crd in &crds {
                 let name = crd.metadata.name.as_deref().expect("CRD name");
