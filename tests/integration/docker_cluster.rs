@@ -13,10 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use crate::support::controller::RunningControllers;
-use crate::support::{TestContext, crds, wait_for};
+use crate::support::{TestContext, crds, http_get, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -98,6 +97,28 @@ fn condition<'a>(
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
+}
+
+/// The load-balancer container of cluster `name`, if there is one.
+async fn lb(name: &str) -> Option<capd::docker::Container> {
+    engine()
+        .await
+        .inspect_container(&format!("{name}-lb"))
+        .await
+        .expect("inspecting the LB")
+}
+
+/// Waits until DockerCluster `name` is gone (its finalizer removed).
+async fn deleted(ctx: &TestContext, name: &str) {
+    wait_for(&format!("DockerCluster {name} to go"), TIMEOUT, || async {
+        ctx.api::<DockerCluster>()
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
 
 async fn engine() -> Engine {
@@ -286,11 +307,7 @@ async fn pause_stops_all_changes_and_unpause_resumes() {
         .unwrap();
     reconciled_after(&controllers, &ctx, &name, before).await; // the container's removal wakes it
     assert!(
-        engine
-            .inspect_container(&format!("{name}-lb"))
-            .await
-            .unwrap()
-            .is_none(),
+        lb(&name).await.is_none(),
         "a paused cluster's LB was recreated"
     );
     let still = ctx.api::<DockerCluster>().get(&name).await.unwrap();
@@ -332,16 +349,9 @@ async fn deletion_removes_the_container_and_the_finalizer() {
     create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
     provisioned(&ctx, &name).await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for("the DockerCluster to go", TIMEOUT, || async {
-        api.get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    deleted(&ctx, &name).await;
     assert!(
-        engine
-            .inspect_container(&format!("{name}-lb"))
-            .await
-            .unwrap()
-            .is_none(),
+        lb(&name).await.is_none(),
         "the LB container was left behind"
     );
 
@@ -358,17 +368,8 @@ async fn deletion_removes_the_container_and_the_finalizer() {
         .await
         .unwrap();
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_for("the orphaned DockerCluster to go", TIMEOUT, || async {
-        api.get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
-    assert!(
-        engine
-            .inspect_container(&format!("{name}-lb"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    deleted(&ctx, &name).await;
+    assert!(lb(&name).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,19 +560,4 @@ fn docker_names_with_label(label: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// A minimal HTTP/1.0 GET on loopback; `None` while the server does not answer.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }

@@ -16,10 +16,9 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::docker::{HAPROXY_IMAGE, NODE_IMAGE};
-use crate::support::{TestContext, wait_for};
+use crate::support::{TestContext, http_get, wait_for};
 
 const NETWORK: &str = "kind";
 
@@ -246,18 +245,4 @@ async fn host_port(docker: &Docker, name: &str, port: &str) -> u16 {
         .and_then(|b| b.host_port)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no host port for {port} on {name}"))
-}
-
-/// A minimal HTTP/1.0 GET on loopback; `None` while the server does not answer.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
