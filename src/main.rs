@@ -11,7 +11,6 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use capd::controllers::{self, Settings};
-use capd::docker::ContainerRuntime as _;
 use capd::docker::engine::Engine;
 use capd::features::Features;
 use capd::webhooks::{self, tls::CertFiles};
@@ -84,16 +83,6 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::connect()
         .await
         .context("reaching the Docker engine (DOCKER_HOST)")?;
-    if !engine
-        .network_exists(&args.docker_network)
-        .await
-        .context("inspecting the Docker network")?
-    {
-        anyhow::bail!(
-            "the Docker network {:?} does not exist: create it (docker network create {0}) or set --docker-network",
-            args.docker_network
-        );
-    }
     info!(api_version = %engine.api_version(), network = %args.docker_network, "connected to the Docker engine");
 
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.webhook_port)))

@@ -221,7 +221,7 @@ impl ContainerRuntime for Engine {
         }
     }
 
-    async fn network_exists(&self, name: &str) -> Result<bool, DockerError> {
+    async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
         match self
             .docker
             .inspect_network(
@@ -230,9 +230,33 @@ impl ContainerRuntime for Engine {
             )
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if is_status(&e, 404) => Ok(false),
-            Err(e) => Err(convert(e)),
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(convert(e)),
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([
+                (
+                    "com.docker.network.bridge.enable_ip_masquerade".to_owned(),
+                    "true".to_owned(),
+                ),
+                (
+                    "com.docker.network.driver.mtu".to_owned(),
+                    "1500".to_owned(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Created by someone else meanwhile.
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(DockerError::Engine(format!(
+                "cannot create the Docker network {name}: {}",
+                convert(e)
+            ))),
         }
     }
 

@@ -1,5 +1,5 @@
 //! An in-memory [`ContainerRuntime`] for unit tests of pure logic. Integration tests use the
-//! real engine.
+//! real engine. Network names with a space cannot be created, to test that failure.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -25,6 +25,7 @@ struct State {
     pullable: BTreeSet<String>,
     pulls: usize,
     down: bool,
+    networks: BTreeSet<String>,
 }
 
 impl FakeRuntime {
@@ -69,6 +70,11 @@ impl FakeRuntime {
             .containers
             .get(name)
             .map(|(spec, _)| spec.clone())
+    }
+
+    /// The networks created.
+    pub fn networks(&self) -> Vec<String> {
+        self.state().networks.iter().cloned().collect()
     }
 
     /// The names of all containers.
@@ -142,9 +148,15 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn network_exists(&self, _name: &str) -> Result<bool, DockerError> {
+    async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
         self.check_up()?;
-        Ok(true)
+        if name.contains(' ') {
+            return Err(DockerError::Engine(format!(
+                "cannot create the Docker network {name}: invalid name"
+            )));
+        }
+        self.state().networks.insert(name.to_owned());
+        Ok(())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

@@ -146,7 +146,7 @@ async fn owned(
 }
 
 /// Makes the load balancer run as `spec` says: finds it by name (checking it is `owner`'s), or
-/// pulls its image in the background and creates it. A stopped container is started again
+/// pulls its image in the background and creates it (and its network, when missing). A stopped container is started again
 /// only when `may_restart` (the caller's backoff), so a crashing HAProxy is not restarted in a
 /// hot loop; otherwise it is reported as [`LoadBalancerError::Stopped`].
 pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
@@ -178,6 +178,7 @@ pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
                 });
             }
         }
+        runtime.ensure_network(&spec.network).await?;
         match runtime.run_container(spec).await {
             Ok(()) => change = Change::Created,
             // Another reconcile (or manager) created it meanwhile: check whose it is below.
@@ -328,6 +329,11 @@ mod tests {
             }
         ));
         assert_eq!(fake.names(), ["c-lb"]);
+        assert_eq!(
+            fake.networks(),
+            ["kind"],
+            "the network is created with the first container"
+        );
     }
 
     #[tokio::test]
@@ -439,6 +445,29 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no capd-rs owner labels"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_network_that_cannot_be_created_is_reported_and_nothing_is_made() {
+        let fake = Arc::new(FakeRuntime::default());
+        fake.add_image(&image(&DockerLoadBalancer::default()));
+        let (pulls, _rx) = new_pulls(&fake);
+        let spec = container_spec(
+            "c",
+            &owner("ns"),
+            &DockerLoadBalancer::default(),
+            6443,
+            "bad net",
+        );
+        let err = ensure(fake.as_ref(), &pulls, &spec, &owner("ns"), 0, true)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot create the Docker network bad net"),
+            "{err}"
+        );
+        assert!(fake.names().is_empty());
     }
 
     #[tokio::test]

@@ -109,8 +109,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
     /// Pulls an image; the stream ends after the last progress report, or with the error.
     fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>>;
-    /// Whether the Docker network `name` exists.
-    async fn network_exists(&self, name: &str) -> Result<bool, DockerError>;
+    /// Creates the Docker network `name` (a bridge, as kind makes it) unless it exists.
+    async fn ensure_network(&self, name: &str) -> Result<(), DockerError>;
     /// Lifecycle events of containers that carry `label` (a `key` or `key=value` filter).
     fn container_events(
         &self,

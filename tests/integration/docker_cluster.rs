@@ -510,6 +510,7 @@ async fn an_engine_that_is_down_is_reported_and_retried() {
         &ctx,
         &ctx.namespace,
         Arc::new(Engine::from_client(client)),
+        "kind",
     );
     let name = ctx.name("c");
     create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
@@ -560,4 +561,21 @@ fn docker_names_with_label(label: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_network_is_created() {
+    let ctx = TestContext::new("dc-network").await;
+    crds::install(&ctx.kube).await;
+    let network = ctx.name("net");
+    let _controllers =
+        RunningControllers::with_runtime(&ctx, &ctx.namespace, Arc::new(engine().await), &network);
+    let name = ctx.name("c");
+    create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
+    let dc = provisioned(&ctx, &name).await;
+    let container = lb(&name).await.expect("the LB container");
+    assert_eq!(
+        dc.spec.control_plane_endpoint.host, container.networks[&network].0,
+        "the LB is on the new network"
+    );
 }

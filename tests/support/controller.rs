@@ -21,17 +21,19 @@ impl RunningControllers {
     /// Starts the controllers for `test`'s namespace against the real Docker engine.
     pub async fn start(test: &TestContext) -> Self {
         let engine = Engine::connect().await.expect("connecting to Docker");
-        Self::with_runtime(test, &test.namespace, Arc::new(engine))
+        Self::with_runtime(test, &test.namespace, Arc::new(engine), "kind")
     }
 
-    /// Starts the controllers for `namespace` with `runtime` as the container engine.
+    /// Starts the controllers for `namespace` with `runtime` as the container engine, putting
+    /// clusters on the Docker network `network`.
     pub fn with_runtime(
         test: &TestContext,
         namespace: &str,
         runtime: Arc<dyn ContainerRuntime>,
+        network: &str,
     ) -> Self {
         let settings = Settings {
-            network: "kind".into(),
+            network: network.into(),
             namespace: Some(namespace.to_owned()),
             docker_cluster_concurrency: 4,
         };
