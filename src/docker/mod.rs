@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod haproxy;
+pub mod kind_images;
 pub mod labels;
 pub mod load_balancer;
 pub mod pulls;
