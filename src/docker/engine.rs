@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigCgroupnsModeEnum,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -155,9 +156,28 @@ impl ContainerRuntime for Engine {
                     .map(|(p, _)| p.clone())
                     .collect(),
             ),
+            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+            volumes: (!spec.anonymous_volumes.is_empty()).then(|| spec.anonymous_volumes.clone()),
             host_config: Some(HostConfig {
                 network_mode: Some(spec.network.clone()),
                 port_bindings: Some(port_bindings),
+                privileged: Some(spec.privileged),
+                security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+                tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                    spec.tmpfs
+                        .iter()
+                        .map(|p| (p.clone(), String::new()))
+                        .collect()
+                }),
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+                cgroupns_mode: spec
+                    .cgroupns_private
+                    .then_some(HostConfigCgroupnsModeEnum::PRIVATE),
+                restart_policy: spec.restart_on_failure.map(|max| RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                    maximum_retry_count: Some(i64::from(max)),
+                }),
+                init: Some(false),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {

@@ -72,6 +72,7 @@ pub fn container_spec(
             content: haproxy::render(frontend_port, false, &[]).into_bytes(),
             mode: 0o644,
         }],
+        ..Default::default()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod haproxy;
 pub mod kind_images;
 pub mod labels;
 pub mod load_balancer;
+pub mod node;
 pub mod pulls;
 
 #[cfg(test)]
@@ -75,6 +76,22 @@ pub struct ContainerSpec {
     pub published_ports: Vec<(String, String)>,
     /// Files written into the container between create and start.
     pub files: Vec<ContainerFile>,
+    /// Environment variables, `NAME=value`.
+    pub env: Vec<String>,
+    /// Run privileged (kind nodes need it; some engines refuse it).
+    pub privileged: bool,
+    /// Security options such as `seccomp=unconfined`.
+    pub security_opt: Vec<String>,
+    /// Paths mounted as tmpfs.
+    pub tmpfs: Vec<String>,
+    /// Paths that get an anonymous volume (removed with the container).
+    pub anonymous_volumes: Vec<String>,
+    /// Bind mounts, `host:container[:ro]`.
+    pub binds: Vec<String>,
+    /// A private cgroup namespace (kind v0.20+ nodes).
+    pub cgroupns_private: bool,
+    /// Restart on failure, at most this many times.
+    pub restart_on_failure: Option<u32>,
 }
 
 /// A container lifecycle event from the engine.

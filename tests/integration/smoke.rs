@@ -246,3 +246,102 @@ async fn host_port(docker: &Docker, name: &str, port: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no host port for {port} on {name}"))
 }
+
+#[tokio::test]
+async fn a_node_spec_runs_on_the_engine_as_kind_runs_nodes() {
+    use capd::docker::ContainerRuntime;
+    use capd::docker::labels::Owner;
+    use capd::docker::node::{Node, NodeOptions, Role, container_spec};
+
+    let ctx = TestContext::new("node-spec").await;
+    let engine = capd::docker::engine::Engine::connect()
+        .await
+        .expect("Docker");
+    let name = ctx.name("cp");
+    let image = capd::docker::kind_images::mapping("v1.35.5", NODE_IMAGE).unwrap();
+    let owner = Owner {
+        kind: "DockerMachine".into(),
+        namespace: ctx.namespace.clone(),
+        name: "m".into(),
+    };
+    let mounts = [capd::api::Mount {
+        container_path: "/host-tmp".into(),
+        host_path: std::env::temp_dir().display().to_string(),
+        read_only: true,
+    }];
+    let node = Node {
+        cluster: &ctx.prefix,
+        name: &name,
+        owner: &owner,
+        role: Role::ControlPlane,
+        failure_domain: "fd1",
+        image: &image,
+        extra_mounts: &mounts,
+        network: NETWORK,
+    };
+    // These machines refuse privileged containers and have no /lib/modules (see TESTING.md).
+    let relaxed = NodeOptions {
+        privileged: false,
+        lib_modules: false,
+        proxy_env: vec!["NO_PROXY=localhost".into()],
+    };
+    engine
+        .run_container(&container_spec(&node, &relaxed).unwrap())
+        .await
+        .expect("run the node container");
+
+    let container = engine
+        .inspect_container(&name)
+        .await
+        .unwrap()
+        .expect("the node container");
+    assert!(container.running);
+    assert_eq!(container.labels["io.x-k8s.kind.role"], "control-plane");
+    assert!(
+        container.host_ports.contains_key("6443/tcp"),
+        "{:?}",
+        container.host_ports
+    );
+    let script = "hostname; grep -E ' /(tmp|run) ' /proc/mounts | cut -d' ' -f2,3 | sort; echo $KUBECONFIG $NO_PROXY; test -d /host-tmp && echo mounted";
+    let (code, out) = exec(&ctx.docker, &name, &["sh", "-c", script]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            name.as_str(),
+            "/run tmpfs",
+            "/tmp tmpfs",
+            "/etc/kubernetes/admin.conf localhost",
+            "mounted"
+        ]
+    );
+    let inspect = |format: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", format, &name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        inspect(
+            "{{.HostConfig.CgroupnsMode}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Privileged}}"
+        ),
+        "private on-failure false"
+    );
+    assert_eq!(
+        inspect("{{range .HostConfig.PortBindings}}{{range .}}{{.HostIp}}{{end}}{{end}}"),
+        "127.0.0.1"
+    );
+    let volume = inspect("{{range .Mounts}}{{if eq .Destination \"/var\"}}{{.Name}}{{end}}{{end}}");
+    assert!(!volume.is_empty(), "no anonymous /var volume");
+
+    engine.remove_container(&name).await.unwrap();
+    let gone = std::process::Command::new("docker")
+        .args(["volume", "inspect", &volume])
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "the /var volume outlived its container"
+    );
+}

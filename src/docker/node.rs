@@ -1,0 +1,281 @@
+//! A machine's node container, as kind runs its nodes (pure): names, labels and the container
+//! options CAPD uses, with the privileged profile relaxable for engines that refuse it.
+
+use super::kind_images::{Mapping, Mode};
+use super::labels::{self, Owner};
+use super::{ContainerSpec, DockerError};
+use crate::api::Mount;
+
+/// The label with the machine's failure domain.
+pub const FAILURE_DOMAIN_LABEL: &str = "io.x-k8s.cluster.failureDomain";
+/// The API server's port inside control-plane nodes, published on 127.0.0.1.
+pub const API_SERVER_PORT: &str = "6443/tcp";
+
+/// A node's role in the cluster (kind's role label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Runs the control plane.
+    ControlPlane,
+    /// Runs workloads.
+    Worker,
+}
+
+impl Role {
+    /// kind's value of the role label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ControlPlane => "control-plane",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+/// How node containers are run on this engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// Run nodes privileged, as kind does (the default). Engines that refuse privileged
+    /// containers (rootless setups, sandboxes) need `false`; real Kubernetes nodes then cannot
+    /// run, but test images can.
+    pub privileged: bool,
+    /// Bind the host's `/lib/modules` read-only (kind does; skipped where the host has none).
+    pub lib_modules: bool,
+    /// Proxy variables passed to nodes (`HTTP_PROXY=...`).
+    pub proxy_env: Vec<String>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            privileged: true,
+            lib_modules: true,
+            proxy_env: Vec::new(),
+        }
+    }
+}
+
+/// The node container's name (also its hostname and the Kubernetes Node's name): the machine's
+/// name when it already starts with the cluster's, else `<cluster>-<machine>` (CAPD's rule).
+pub fn container_name(cluster: &str, machine: &str) -> String {
+    if machine.starts_with(cluster) {
+        machine.to_owned()
+    } else {
+        format!("{cluster}-{machine}")
+    }
+}
+
+/// A `host:container[:ro]` bind for an extra mount; the webhook has refused empty or relative
+/// container paths, which are checked again here.
+fn bind(mount: &Mount) -> Result<String, DockerError> {
+    if mount.host_path.is_empty() || !mount.container_path.starts_with('/') {
+        return Err(DockerError::Engine(format!(
+            "extra mount {:?} -> {:?} needs a host path and an absolute container path",
+            mount.host_path, mount.container_path
+        )));
+    }
+    let ro = if mount.read_only { ":ro" } else { "" };
+    Ok(format!("{}:{}{ro}", mount.host_path, mount.container_path))
+}
+
+/// Everything that decides a node container.
+pub struct Node<'a> {
+    /// The cluster's name.
+    pub cluster: &'a str,
+    /// The container's name ([`container_name`]).
+    pub name: &'a str,
+    /// The DockerMachine that owns it.
+    pub owner: &'a Owner,
+    /// Control plane or worker.
+    pub role: Role,
+    /// The machine's failure domain (may be empty).
+    pub failure_domain: &'a str,
+    /// The image and kind mode.
+    pub image: &'a Mapping,
+    /// The DockerMachine's extra mounts.
+    pub extra_mounts: &'a [Mount],
+    /// The Docker network.
+    pub network: &'a str,
+}
+
+/// The node container: kind's labels (cluster, role) plus the failure domain and owner labels;
+/// kind's options (seccomp and apparmor unconfined, tmpfs `/tmp` and `/run`, an anonymous
+/// `/var` volume, `/lib/modules` read-only, a private cgroup namespace for kind v0.20+ images,
+/// restart on failure once); the API server port on `127.0.0.1` for control planes.
+pub fn container_spec(
+    node: &Node<'_>,
+    options: &NodeOptions,
+) -> Result<ContainerSpec, DockerError> {
+    let mut labels = node.owner.labels();
+    labels.insert(labels::KIND_CLUSTER.into(), node.cluster.into());
+    labels.insert(labels::KIND_ROLE.into(), node.role.label().into());
+    if !node.failure_domain.is_empty() {
+        labels.insert(FAILURE_DOMAIN_LABEL.into(), node.failure_domain.into());
+    }
+    let mut binds = Vec::new();
+    if options.lib_modules {
+        binds.push("/lib/modules:/lib/modules:ro".to_owned());
+    }
+    for mount in node.extra_mounts {
+        binds.push(bind(mount)?);
+    }
+    let mut env = options.proxy_env.clone();
+    let mut published_ports = Vec::new();
+    if node.role == Role::ControlPlane {
+        env.push("KUBECONFIG=/etc/kubernetes/admin.conf".into());
+        published_ports.push((API_SERVER_PORT.to_owned(), "127.0.0.1".to_owned()));
+    }
+    Ok(ContainerSpec {
+        name: node.name.into(),
+        image: node.image.image.clone(),
+        labels,
+        network: node.network.into(),
+        published_ports,
+        env,
+        privileged: options.privileged,
+        security_opt: vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()],
+        tmpfs: vec!["/tmp".into(), "/run".into()],
+        anonymous_volumes: vec!["/var".into()],
+        binds,
+        cgroupns_private: node.image.mode == Mode::V0_20,
+        restart_on_failure: Some(1),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::kind_images::mapping;
+
+    fn owner() -> Owner {
+        Owner {
+            kind: "DockerMachine".into(),
+            namespace: "ns".into(),
+            name: "m".into(),
+        }
+    }
+
+    #[test]
+    fn names_follow_capd() {
+        assert_eq!(
+            container_name("c1", "c1-control-plane-x"),
+            "c1-control-plane-x"
+        );
+        assert_eq!(container_name("c1", "worker-x"), "c1-worker-x");
+    }
+
+    #[test]
+    fn control_plane_spec_is_kinds() {
+        let image = mapping("v1.35.5", "").unwrap();
+        let mounts = [Mount {
+            container_path: "/data".into(),
+            host_path: "/srv".into(),
+            read_only: true,
+        }];
+        let owner = owner();
+        let node = Node {
+            cluster: "c1",
+            name: "c1-cp",
+            owner: &owner,
+            role: Role::ControlPlane,
+            failure_domain: "fd1",
+            image: &image,
+            extra_mounts: &mounts,
+            network: "kind",
+        };
+        let options = NodeOptions {
+            proxy_env: vec!["HTTP_PROXY=http://proxy:3128".into()],
+            ..Default::default()
+        };
+        let spec = container_spec(&node, &options).unwrap();
+        assert_eq!(spec.labels["io.x-k8s.kind.cluster"], "c1");
+        assert_eq!(spec.labels["io.x-k8s.kind.role"], "control-plane");
+        assert_eq!(spec.labels[FAILURE_DOMAIN_LABEL], "fd1");
+        assert_eq!(Owner::from_labels(&spec.labels), Some(owner.clone()));
+        assert!(spec.privileged && spec.cgroupns_private);
+        assert_eq!(
+            spec.security_opt,
+            ["seccomp=unconfined", "apparmor=unconfined"]
+        );
+        assert_eq!(
+            (spec.tmpfs.as_slice(), spec.anonymous_volumes.as_slice()),
+            (
+                &["/tmp".to_owned(), "/run".to_owned()][..],
+                &["/var".to_owned()][..]
+            )
+        );
+        assert_eq!(
+            spec.binds,
+            ["/lib/modules:/lib/modules:ro", "/srv:/data:ro"]
+        );
+        assert_eq!(
+            spec.published_ports,
+            [("6443/tcp".to_owned(), "127.0.0.1".to_owned())]
+        );
+        assert_eq!(
+            spec.env,
+            [
+                "HTTP_PROXY=http://proxy:3128",
+                "KUBECONFIG=/etc/kubernetes/admin.conf"
+            ]
+        );
+        assert_eq!(spec.restart_on_failure, Some(1));
+        assert!(spec.image.starts_with("kindest/node:v1.35.5@sha256:"));
+    }
+
+    #[test]
+    fn workers_publish_nothing_and_the_profile_relaxes() {
+        let image = mapping("v1.35.5", "capd-rs-test/node:local").unwrap();
+        let owner = owner();
+        let node = Node {
+            cluster: "c1",
+            name: "c1-w",
+            owner: &owner,
+            role: Role::Worker,
+            failure_domain: "",
+            image: &image,
+            extra_mounts: &[],
+            network: "kind",
+        };
+        let relaxed = NodeOptions {
+            privileged: false,
+            lib_modules: false,
+            proxy_env: Vec::new(),
+        };
+        let spec = container_spec(&node, &relaxed).unwrap();
+        assert!(
+            !spec.privileged
+                && spec.binds.is_empty()
+                && spec.published_ports.is_empty()
+                && spec.env.is_empty()
+        );
+        assert!(!spec.labels.contains_key(FAILURE_DOMAIN_LABEL));
+        assert_eq!(spec.image, "capd-rs-test/node:local");
+    }
+
+    #[test]
+    fn a_relative_extra_mount_is_refused() {
+        let image = mapping("v1.35.5", "").unwrap();
+        let owner = owner();
+        let mounts = [Mount {
+            container_path: "data".into(),
+            host_path: "/srv".into(),
+            read_only: false,
+        }];
+        let node = Node {
+            cluster: "c1",
+            name: "c1-w",
+            owner: &owner,
+            role: Role::Worker,
+            failure_domain: "",
+            image: &image,
+            extra_mounts: &mounts,
+            network: "kind",
+        };
+        assert!(
+            container_spec(&node, &NodeOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains("absolute container path")
+        );
+    }
+}
