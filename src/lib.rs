@@ -4,6 +4,7 @@
 //! ([`api`]) and, as the provider grows, the webhooks, controllers and Docker runtime.
 
 pub mod api;
+pub mod bootstrap;
 pub mod controllers;
 pub mod docker;
 pub mod features;
