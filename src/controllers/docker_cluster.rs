@@ -15,7 +15,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -29,6 +29,9 @@ use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancer
 use crate::docker::pulls::ImagePulls;
 
 const KIND: &str = "DockerCluster";
+/// How often a healthy cluster's load balancer is checked without any event (drift the
+/// Docker event stream could not report, such as an engine restart without events).
+const RECHECK: Duration = Duration::from_secs(600);
 
 /// The reconciler's own state: background image pulls that wake it.
 struct Reconciler {
@@ -56,19 +59,30 @@ pub async fn run(
         ctx: ctx.clone(),
     });
     let shutdown = shutdown.shared();
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.docker_cluster_concurrency);
+    // Status-only changes (our own writes) do not trigger reconciles: only what the reconciler
+    // acts on does, so a changing condition message cannot drive a write-reconcile loop.
+    let (reader, writer) = reflector::store();
+    let docker_clusters = watcher(docker_clusters, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(acted_on, PredicateConfig::default());
+    let (reconcile_all, all) = mpsc::unbounded();
     tokio::spawn(forward_container_events(
         ctx.clone(),
         wake,
+        reconcile_all,
         shutdown.clone(),
     ));
-    let config = kube::runtime::controller::Config::default()
-        .concurrency(ctx.settings.docker_cluster_concurrency);
-    Controller::new(docker_clusters, watcher::Config::default().any_semantic())
+    Controller::for_stream(docker_clusters, reader)
         .watches(
             clusters,
             watcher::Config::default(),
             cluster_to_docker_cluster,
         )
+        .reconcile_all_on(all)
         .reconcile_on(woken)
         .with_config(config)
         .graceful_shutdown_on(shutdown)
@@ -84,6 +98,26 @@ pub async fn run(
         .await;
 }
 
+/// A hash of what the reconciler acts on: the spec (generation), labels, annotations,
+/// finalizers, owner references and deletion. Status is left out.
+fn acted_on(dc: &DockerCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = dc.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut hasher);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.api_version, &owner.kind, &owner.name, &owner.uid).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
 /// A Cluster maps to the DockerCluster its `spec.infrastructureRef` names.
 fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster>> {
     let infra = &cluster.spec.infrastructure_ref;
@@ -92,40 +126,43 @@ fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster
 }
 
 /// Wakes a DockerCluster when its load-balancer container dies or is removed behind its back,
-/// so it is recreated at once; reconnects with backoff while the engine is away.
+/// so it is recreated at once. While the engine is away events are missed, so after every
+/// reconnection all DockerClusters are reconciled once (`reconcile_all`).
 async fn forward_container_events(
     ctx: Arc<Context>,
     wake: mpsc::UnboundedSender<ObjectRef<DockerCluster>>,
+    reconcile_all: mpsc::UnboundedSender<()>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let filter = format!("{}={}", labels::KIND_ROLE, labels::ROLE_LOAD_BALANCER);
     let watch = async {
-        let mut delay = std::time::Duration::from_millis(500);
+        let mut delay = Duration::from_millis(500);
+        let mut reconnecting = false;
         loop {
             let mut events = ctx.runtime.container_events(&filter);
             while let Some(event) = events.next().await {
-                match event {
-                    Ok(event) => {
-                        delay = std::time::Duration::from_millis(500);
-                        if !matches!(event.action.as_str(), "die" | "destroy" | "stop") {
-                            continue;
-                        }
-                        if let Some(owner) =
-                            Owner::from_labels(&event.labels).filter(|o| o.kind == KIND)
-                        {
-                            let _ = wake.unbounded_send(
-                                ObjectRef::new(&owner.name).within(&owner.namespace),
-                            );
-                        }
-                    }
+                let event = match event {
+                    Ok(event) => event,
                     Err(e) => {
                         warn!(error = %e, "Docker event stream failed; reconnecting");
+                        reconnecting = true;
                         break;
                     }
+                };
+                if std::mem::take(&mut reconnecting) {
+                    delay = Duration::from_millis(500);
+                    let _ = reconcile_all.unbounded_send(());
+                }
+                if !matches!(event.action.as_str(), "die" | "destroy" | "stop") {
+                    continue;
+                }
+                if let Some(owner) = Owner::from_labels(&event.labels).filter(|o| o.kind == KIND) {
+                    let _ =
+                        wake.unbounded_send(ObjectRef::new(&owner.name).within(&owner.namespace));
                 }
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     };
     tokio::select! {
@@ -261,11 +298,9 @@ async fn apply(
     .await;
 
     let mut status = dc.status.clone().unwrap_or_default();
-    if !dc.spec.failure_domains.is_empty() {
-        status.failure_domains = dc.spec.failure_domains.clone();
-    }
+    status.failure_domains = dc.spec.failure_domains.clone();
     // The load balancer's condition, and what to do next.
-    let (available, message, next): (bool, String, Result<Action, String>) = match outcome {
+    let (available, message, next): (bool, String, Result<Action, (&str, String)>) = match outcome {
         Ok(LoadBalancerState::Running { container, change }) => {
             let ip = container
                 .networks
@@ -277,7 +312,7 @@ async fn apply(
                     "Failed to get ip for the load balancer: container {} has no IP address on network {}",
                     spec.name, ctx.settings.network
                 );
-                (false, message.clone(), Err(message))
+                (false, message.clone(), Err(("LoadBalancerFailed", message)))
             } else {
                 if dc.spec.control_plane_endpoint.host.is_empty() {
                     let patch =
@@ -293,23 +328,23 @@ async fn apply(
                 let next = match change {
                     Change::Unchanged => {
                         ctx.backoff.succeeded(&key);
-                        Action::await_change()
+                        Action::requeue(RECHECK)
                     }
                     Change::Created => {
                         let note = format!("Created load balancer container {} ({ip})", spec.name);
                         publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note).await;
                         ctx.backoff.succeeded(&key);
-                        Action::await_change()
+                        Action::requeue(RECHECK)
                     }
-                    Change::Restarted => {
-                        // Counted as a failure, so a crashing HAProxy is restarted with backoff;
+                    Change::Recreated => {
+                        // Counted as a failure, so a crashing HAProxy is recreated with backoff;
                         // the check after the delay resets it if it keeps running.
                         let delay = ctx.backoff.failed(&key);
                         let note = format!(
-                            "Restarted load balancer container {}, which had stopped",
+                            "Recreated load balancer container {}, which had stopped",
                             spec.name
                         );
-                        publish(ctx, dc, EventType::Warning, "LoadBalancerRestarted", note).await;
+                        publish(ctx, dc, EventType::Warning, "LoadBalancerRecreated", note).await;
                         Action::requeue(delay + Duration::from_secs(1))
                     }
                 };
@@ -324,14 +359,14 @@ async fn apply(
         Err(LoadBalancerError::Stopped(name)) => {
             let wait = ctx.backoff.remaining(&key).unwrap_or_default();
             let message = format!(
-                "Load balancer container {name} is not running; it is restarted in {}s",
+                "Load balancer container {name} is not running; it is recreated in {}s",
                 wait.as_secs().max(1)
             );
             (false, message, Ok(Action::requeue(wait)))
         }
         Err(e) => {
-            let message = load_balancer_failure(&e);
-            (false, message.clone(), Err(message))
+            let (reason, message) = load_balancer_failure(&e);
+            (false, message.clone(), Err((reason, message)))
         }
     };
     let now = Timestamp::now();
@@ -363,26 +398,29 @@ async fn apply(
     write_status(&api, dc, status).await?;
     match next {
         Ok(action) => Ok(action),
-        Err(message) => {
-            publish(
-                ctx,
-                dc,
-                EventType::Warning,
-                "LoadBalancerFailed",
-                message.clone(),
-            )
-            .await;
+        Err((reason, message)) => {
+            publish(ctx, dc, EventType::Warning, reason, message.clone()).await;
             Err(Error::Infrastructure(message))
         }
     }
 }
 
-fn load_balancer_failure(error: &LoadBalancerError) -> String {
+/// The event reason and condition message of a failure. Each kind of failure has its own
+/// reason, because the event recorder folds events with the same reason into one series.
+fn load_balancer_failure(error: &LoadBalancerError) -> (&'static str, String) {
     match error {
-        LoadBalancerError::NameClash { .. } => {
-            format!("Cannot use the load balancer container: {error}")
-        }
-        _ => format!("Failed to create load balancer: {error}"),
+        LoadBalancerError::NameClash { .. } => (
+            "LoadBalancerNameClash",
+            format!("Cannot use the load balancer container: {error}"),
+        ),
+        LoadBalancerError::Pull { .. } => (
+            "LoadBalancerImagePullFailed",
+            format!("Failed to create load balancer: {error}"),
+        ),
+        _ => (
+            "LoadBalancerFailed",
+            format!("Failed to create load balancer: {error}"),
+        ),
     }
 }
 
@@ -473,12 +511,12 @@ async fn write_status(
     dc: &DockerCluster,
     status: DockerClusterStatus,
 ) -> Result<(), Error> {
-    if dc.status.as_ref() == Some(&status)
-        || (dc.status.is_none() && status == DockerClusterStatus::default())
-    {
+    let old = serde_json::to_value(dc.status.clone().unwrap_or_default()).map_err(json_error)?;
+    let new = serde_json::to_value(&status).map_err(json_error)?;
+    if old == new {
         return Ok(());
     }
-    let patch = json!({"status": status});
+    let patch = json!({ "status": merge_patch(&old, &new) });
     api.patch_status(
         &dc.name_any(),
         &PatchParams::default(),
@@ -486,6 +524,37 @@ async fn write_status(
     )
     .await?;
     Ok(())
+}
+
+fn json_error(e: serde_json::Error) -> Error {
+    Error::Infrastructure(format!("cannot serialize the status: {e}"))
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: fields gone from `new` are
+/// sent as `null`, so a cleared field (for example `failureDomains`) is removed, not kept.
+fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(previous) if previous == value => {}
+                    Some(previous) => {
+                        patch.insert(key.clone(), merge_patch(previous, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 async fn remove_finalizer(api: &Api<DockerCluster>, dc: &DockerCluster) -> Result<(), Error> {
@@ -598,6 +667,17 @@ mod tests {
         );
         cluster.spec.infrastructure_ref.kind = "AWSCluster".into();
         assert_eq!(cluster_to_docker_cluster(cluster), None);
+    }
+
+    #[test]
+    fn merge_patches_send_null_for_cleared_fields() {
+        let old = json!({"failureDomains": [{"name": "a"}], "initialization": {"provisioned": true}, "conditions": [1]});
+        let new = json!({"initialization": {"provisioned": true}, "conditions": [2]});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"failureDomains": null, "conditions": [2]})
+        );
+        assert_eq!(merge_patch(&new, &new), json!({}));
     }
 
     #[test]

@@ -222,13 +222,6 @@ impl ContainerRuntime for Engine {
         Ok(())
     }
 
-    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
-        self.docker
-            .start_container(name, None)
-            .await
-            .map_err(convert)
-    }
-
     async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)

@@ -131,17 +131,6 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn start_container(&self, name: &str) -> Result<(), DockerError> {
-        self.check_up()?;
-        match self.state().containers.get_mut(name) {
-            Some((_, c)) => {
-                c.running = true;
-                Ok(())
-            }
-            None => Err(DockerError::Engine(format!("No such container: {name}"))),
-        }
-    }
-
     async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
         self.check_up()?;
         self.state().containers.remove(name);

@@ -48,7 +48,6 @@ frontend stats
   stats enable
   stats uri /stats
   stats refresh 1s
-  stats admin if TRUE
 
 frontend control-plane
   bind *:{frontend_port}

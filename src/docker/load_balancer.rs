@@ -110,8 +110,8 @@ pub enum Change {
     Unchanged,
     /// It was created.
     Created,
-    /// It had stopped and was started again.
-    Restarted,
+    /// It had stopped and was removed and created again.
+    Recreated,
 }
 
 /// Where the load balancer stands after [`ensure`].
@@ -147,8 +147,8 @@ async fn owned(
 }
 
 /// Makes the load balancer run as `spec` says: finds it by name (checking it is `owner`'s), or
-/// pulls its image in the background and creates it (and its network, when missing). A stopped container is started again
-/// only when `may_restart` (the caller's backoff), so a crashing HAProxy is not restarted in a
+/// pulls its image in the background and creates it (and its network, when missing). A stopped
+/// container is recreated only when `may_restart` (the caller's backoff), so a crashing HAProxy is not restarted in a
 /// hot loop; otherwise it is reported as [`LoadBalancerError::Stopped`].
 pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
     runtime: &dyn ContainerRuntime,
@@ -158,34 +158,40 @@ pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
     waiter: W,
     may_restart: bool,
 ) -> Result<LoadBalancerState, LoadBalancerError> {
-    let mut change = Change::Unchanged;
+    let mut recreating = false;
     if let Some(container) = owned(runtime, &spec.name, owner).await? {
         if container.running {
-            return Ok(LoadBalancerState::Running { container, change });
+            return Ok(LoadBalancerState::Running {
+                container,
+                change: Change::Unchanged,
+            });
         }
         if !may_restart {
             return Err(LoadBalancerError::Stopped(spec.name.clone()));
         }
-        runtime.start_container(&spec.name).await?;
-        change = Change::Restarted;
-    } else {
-        match pulls.ensure(&spec.image, waiter).await? {
-            PullStatus::Present => {}
-            PullStatus::Pulling(progress) => return Ok(LoadBalancerState::Pulling(progress)),
-            PullStatus::Failed(message) => {
-                return Err(LoadBalancerError::Pull {
-                    image: spec.image.clone(),
-                    message,
-                });
-            }
+        // Recreated rather than restarted: a container that never started (a manager killed
+        // between create and start) would otherwise run without the provider's configuration.
+        runtime.remove_container(&spec.name).await?;
+        recreating = true;
+    }
+    match pulls.ensure(&spec.image, waiter).await? {
+        PullStatus::Present => {}
+        PullStatus::Pulling(progress) => return Ok(LoadBalancerState::Pulling(progress)),
+        PullStatus::Failed(message) => {
+            return Err(LoadBalancerError::Pull {
+                image: spec.image.clone(),
+                message,
+            });
         }
-        runtime.ensure_network(&spec.network).await?;
-        match runtime.run_container(spec).await {
-            Ok(()) => change = Change::Created,
-            // Another reconcile (or manager) created it meanwhile: check whose it is below.
-            Err(DockerError::NameTaken(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    }
+    runtime.ensure_network(&spec.network).await?;
+    let mut change = Change::Unchanged;
+    match runtime.run_container(spec).await {
+        Ok(()) if recreating => change = Change::Recreated,
+        Ok(()) => change = Change::Created,
+        // Another reconcile (or manager) created it meanwhile: check whose it is below.
+        Err(DockerError::NameTaken(_)) => {}
+        Err(e) => return Err(e.into()),
     }
     let container = owned(runtime, &spec.name, owner).await?.ok_or_else(|| {
         DockerError::Engine(format!(
@@ -411,8 +417,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stopped_load_balancer_is_started_and_an_unlabelled_one_is_not_touched() {
+    async fn a_stopped_load_balancer_is_recreated_and_an_unlabelled_one_is_not_touched() {
         let fake = Arc::new(FakeRuntime::default());
+        fake.add_image(&image(&DockerLoadBalancer::default()));
         let mut stopped = Container {
             name: "c-lb".into(),
             labels: owner("ns").labels(),
@@ -432,7 +439,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            matches!(state, LoadBalancerState::Running { change: Change::Restarted, container } if container.running)
+            matches!(state, LoadBalancerState::Running { change: Change::Recreated, container } if container.running)
         );
 
         let fake = Arc::new(FakeRuntime::default());

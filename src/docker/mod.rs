@@ -119,8 +119,6 @@ pub trait ContainerRuntime: Send + Sync {
     /// Creates the container, writes its files, and starts it. If the start fails the
     /// container is removed, so nothing is left half made.
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError>;
-    /// Starts a stopped container.
-    async fn start_container(&self, name: &str) -> Result<(), DockerError>;
     /// Removes a container and its anonymous volumes; removing a missing container is fine.
     async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
     /// Whether the image is present in the engine.

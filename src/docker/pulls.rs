@@ -1,15 +1,23 @@
 //! Image pulls in the background, shared by everything waiting for the same image: a reconcile
 //! never blocks on a pull; it reads the progress, and the pull wakes its waiters when it
-//! reports progress (at most once a second) and when it ends.
+//! reports progress (at most once a second) and when it ends. A failed pull is reported to
+//! every waiter until its retry time, so a bad image is not pulled again and again.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 
 use super::{ContainerRuntime, DockerError};
+
+/// How long a failed pull is reported before the next attempt.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// A pull that reports nothing for this long is given up.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where an image stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,13 +26,13 @@ pub enum PullStatus {
     Present,
     /// A pull is under way; the text is its latest progress.
     Pulling(String),
-    /// The last pull failed with the engine's message; the next call starts a new pull.
+    /// The last pull failed with the engine's message; a new one starts after [`RETRY_AFTER`].
     Failed(String),
 }
 
 enum Entry<W> {
     Pulling { progress: String, waiters: Vec<W> },
-    Failed(String),
+    Failed { message: String, retry_at: Instant },
 }
 
 /// The background pulls of one manager; `W` identifies a waiter to wake.
@@ -32,6 +40,7 @@ pub struct ImagePulls<W> {
     runtime: Arc<dyn ContainerRuntime>,
     entries: Arc<Mutex<HashMap<String, Entry<W>>>>,
     wake: futures::channel::mpsc::UnboundedSender<W>,
+    retry_after: Duration,
 }
 
 impl<W: Clone + Eq + Hash + Send + 'static> ImagePulls<W> {
@@ -44,41 +53,25 @@ impl<W: Clone + Eq + Hash + Send + 'static> ImagePulls<W> {
             runtime,
             entries: Arc::default(),
             wake,
+            retry_after: RETRY_AFTER,
         }
     }
 
     /// Whether `image` is present; if not, starts (or joins) a pull and registers `waiter`.
     pub async fn ensure(&self, image: &str, waiter: W) -> Result<PullStatus, DockerError> {
-        {
-            let mut entries = lock(&self.entries);
-            match entries.get_mut(image) {
-                Some(Entry::Pulling { progress, waiters }) => {
-                    if !waiters.contains(&waiter) {
-                        waiters.push(waiter);
-                    }
-                    return Ok(PullStatus::Pulling(progress.clone()));
-                }
-                Some(Entry::Failed(message)) => {
-                    let message = message.clone();
-                    entries.remove(image);
-                    return Ok(PullStatus::Failed(message));
-                }
-                None => {}
-            }
+        if let Some(status) = self.join(image, &waiter) {
+            return Ok(status);
         }
         if self.runtime.image_exists(image).await? {
             return Ok(PullStatus::Present);
         }
-        let mut entries = lock(&self.entries);
-        if let Some(Entry::Pulling { progress, waiters }) = entries.get_mut(image) {
-            waiters.push(waiter);
-            return Ok(PullStatus::Pulling(progress.clone()));
+        if let Some(status) = self.join(image, &waiter) {
+            return Ok(status);
         }
-        let progress = "starting".to_owned();
-        entries.insert(
+        lock(&self.entries).insert(
             image.to_owned(),
             Entry::Pulling {
-                progress: progress.clone(),
+                progress: "starting".into(),
                 waiters: vec![waiter],
             },
         );
@@ -87,8 +80,30 @@ impl<W: Clone + Eq + Hash + Send + 'static> ImagePulls<W> {
             image.to_owned(),
             self.entries.clone(),
             self.wake.clone(),
+            self.retry_after,
         ));
-        Ok(PullStatus::Pulling(progress))
+        Ok(PullStatus::Pulling("starting".into()))
+    }
+
+    /// The status of a pull under way or recently failed (registering `waiter` on a running
+    /// one); `None` when there is none, or a failure's retry time has come.
+    fn join(&self, image: &str, waiter: &W) -> Option<PullStatus> {
+        let mut entries = lock(&self.entries);
+        match entries.get_mut(image)? {
+            Entry::Pulling { progress, waiters } => {
+                if !waiters.contains(waiter) {
+                    waiters.push(waiter.clone());
+                }
+                Some(PullStatus::Pulling(progress.clone()))
+            }
+            Entry::Failed { message, retry_at } if Instant::now() < *retry_at => {
+                Some(PullStatus::Failed(message.clone()))
+            }
+            Entry::Failed { .. } => {
+                entries.remove(image);
+                None
+            }
+        }
     }
 }
 
@@ -104,6 +119,7 @@ async fn pull<W: Clone + Send>(
     image: String,
     entries: Arc<Mutex<HashMap<String, Entry<W>>>>,
     wake: futures::channel::mpsc::UnboundedSender<W>,
+    retry_after: Duration,
 ) {
     let notify = |waiters: &[W]| {
         for w in waiters {
@@ -112,8 +128,12 @@ async fn pull<W: Clone + Send>(
     };
     let mut stream = runtime.pull_image(&image);
     let mut last_wake = Instant::now();
-    let mut failure = None;
-    while let Some(item) = stream.next().await {
+    let failure = loop {
+        let item = match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break None,
+            Err(_) => break Some(format!("no progress for {}s", STALL_TIMEOUT.as_secs())),
+        };
         match item {
             Ok(report) => {
                 if let Some(Entry::Pulling { progress, waiters }) = lock(&entries).get_mut(&image) {
@@ -124,19 +144,22 @@ async fn pull<W: Clone + Send>(
                     }
                 }
             }
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
+            Err(e) => break Some(e.to_string()),
         }
-    }
+    };
     let mut entries = lock(&entries);
     let waiters = match entries.remove(&image) {
         Some(Entry::Pulling { waiters, .. }) => waiters,
         _ => Vec::new(),
     };
     if let Some(message) = failure {
-        entries.insert(image, Entry::Failed(message));
+        entries.insert(
+            image,
+            Entry::Failed {
+                message,
+                retry_at: Instant::now() + retry_after,
+            },
+        );
     }
     notify(&waiters);
 }
@@ -182,8 +205,8 @@ mod tests {
         assert_eq!(fake.pulls(), 1, "two waiters share one pull");
     }
 
-    #[tokio::test]
-    async fn a_failed_pull_is_reported_once_then_retried() {
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_pull_is_reported_to_every_waiter_then_retried() {
         let fake = Arc::new(FakeRuntime::default());
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let pulls = ImagePulls::new(fake.clone(), tx);
@@ -191,13 +214,23 @@ mod tests {
             pulls.ensure("missing:1", 7).await.unwrap(),
             PullStatus::Pulling(_)
         ));
-        assert_eq!(rx.next().await, Some(7));
-        match pulls.ensure("missing:1", 7).await.unwrap() {
-            PullStatus::Failed(message) => {
-                assert!(message.contains("pull access denied"), "{message}")
+        assert!(matches!(
+            pulls.ensure("missing:1", 8).await.unwrap(),
+            PullStatus::Pulling(_)
+        ));
+        let mut woken = vec![rx.next().await.unwrap(), rx.next().await.unwrap()];
+        woken.sort();
+        assert_eq!(woken, [7, 8]);
+        for waiter in [7, 8, 7] {
+            match pulls.ensure("missing:1", waiter).await.unwrap() {
+                PullStatus::Failed(message) => {
+                    assert!(message.contains("pull access denied"), "{message}")
+                }
+                other => panic!("expected the failure for {waiter}, got {other:?}"),
             }
-            other => panic!("expected a failure, got {other:?}"),
         }
+        assert_eq!(fake.pulls(), 1, "no new pull before the retry time");
+        tokio::time::advance(RETRY_AFTER).await;
         assert!(
             matches!(
                 pulls.ensure("missing:1", 7).await.unwrap(),

@@ -221,6 +221,18 @@ async fn a_cluster_gets_a_load_balancer_and_a_reachable_endpoint() {
         dc.resource_version(),
         "a steady DockerCluster was written"
     );
+
+    // Clearing the spec's failure domains clears the status's (CAPI copies them from there).
+    let clear = json!({"spec": {"failureDomains": null}});
+    ctx.api::<DockerCluster>()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(clear))
+        .await
+        .unwrap();
+    wait_for("status.failureDomains to be cleared", TIMEOUT, || async {
+        let dc = ctx.api::<DockerCluster>().get(&name).await.ok()?;
+        dc.status?.failure_domains.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,7 +501,7 @@ async fn an_image_that_cannot_be_pulled_is_reported_with_the_engines_reason() {
     );
     assert!(message.len() > "Failed to create load balancer: cannot pull image capd-rs-test-missing/haproxy:none: ".len(), "no engine reason");
     wait_for("a LoadBalancerFailed event", TIMEOUT, || async {
-        failure_event(&ctx, &name).await
+        failure_event(&ctx, &name, "LoadBalancerImagePullFailed").await
     })
     .await;
     assert!(
@@ -525,7 +537,7 @@ async fn an_engine_that_is_down_is_reported_and_retried() {
         "{message}"
     );
     wait_for("a LoadBalancerFailed event", TIMEOUT, || async {
-        failure_event(&ctx, &name).await
+        failure_event(&ctx, &name, "LoadBalancerFailed").await
     })
     .await;
     // Retried with backoff: 1 s, then 2 s...
@@ -533,14 +545,13 @@ async fn an_engine_that_is_down_is_reported_and_retried() {
     reconciled_after(&controllers, &ctx, &name, first).await;
 }
 
-async fn failure_event(ctx: &TestContext, name: &str) -> Option<()> {
+async fn failure_event(ctx: &TestContext, name: &str, reason: &str) -> Option<()> {
     let events = ctx.api::<Event>().list(&ListParams::default()).await.ok()?;
     events
         .items
         .iter()
         .any(|e| {
-            e.reason.as_deref() == Some("LoadBalancerFailed")
-                && e.involved_object.name.as_deref() == Some(name)
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(name)
         })
         .then_some(())
 }
