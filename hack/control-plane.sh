@@ -49,6 +49,14 @@ $proxy_hint"
 gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$kube_mod")
 [[ -f "$gomod" ]] || die "no go.mod for k8s.io/kubernetes@$KUBERNETES_VERSION in: $kube_mod"
 
+# Kubernetes' go.mod names the Go release it needs; an older Go fails late with a misleading error.
+needed_go=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$gomod" | head -1)
+have_go=$(go env GOVERSION | sed 's/^go//; s/[^0-9.].*//')
+if [[ -n "$needed_go" ]] && [[ $(printf '%s\n%s\n' "$needed_go" "$have_go" | sort -V | head -1) != "$needed_go" ]]; then
+  die "Kubernetes $KUBERNETES_VERSION needs Go $needed_go or newer to build; this machine has Go $have_go.
+Install a newer Go (https://go.dev/dl/) or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd."
+fi
+
 staging_version="v0.${KUBERNETES_VERSION#v1.}"
 {
   echo "module capd-rs/control-plane"

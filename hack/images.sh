@@ -56,7 +56,10 @@ Run apt-get update, and check that Debian's package mirror is reachable."
   cp -a "$recipes/$name/rootfs/." "$work/rootfs/"
   # busybox provides sh and the core utilities; link every applet that nothing else provides.
   local bb="$work/rootfs/bin/busybox"
-  for applet in $("$bb" --list-full); do
+  [[ -x "$bb" ]] || die "busybox-static did not unpack to /bin/busybox; the image would have no shell"
+  local applets
+  applets=$("$bb" --list-full) || die "cannot list busybox's applets"
+  for applet in $applets; do
     [[ -e "$work/rootfs/$applet" || -L "$work/rootfs/$applet" ]] || {
       mkdir -p "$(dirname "$work/rootfs/$applet")"
       ln -s /bin/busybox "$work/rootfs/$applet"

@@ -9,6 +9,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
 
 command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup (https://rustup.rs)."
+command -v kubectl >/dev/null || die "kubectl is not installed; the tests and hack/run.sh drive the apiserver with it.
+Install it (https://kubernetes.io/docs/tasks/tools/) or, on Debian, apt-get install kubernetes-client."
+command -v openssl >/dev/null || die "openssl is not installed (apt-get install openssl); hack/run.sh mints its certificates with it."
 bash "$here/docker-engine.sh"
 bash "$here/images.sh"
 bash "$here/control-plane.sh"

@@ -9,11 +9,12 @@ use crate::support::webhook::{Pki, Registration, wait_until_active};
 use crate::support::{TestContext, control_plane, crds, kubectl_async};
 
 /// The manager process; killed on drop if the test did not stop it.
-struct Manager(Child);
+struct Manager(Child, std::path::PathBuf);
 
 impl Manager {
     fn start(webhook_port: u16, cert_dir: &std::path::Path, namespace: &str) -> Self {
-        let log = std::fs::File::create(cert_dir.join("manager.log")).unwrap();
+        let log_path = cert_dir.join("manager.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_manager"))
             .args(["--webhook-port", &webhook_port.to_string()])
             .arg("--webhook-cert-dir")
@@ -25,7 +26,7 @@ impl Manager {
             .stderr(log)
             .spawn()
             .expect("starting the manager");
-        Self(child)
+        Self(child, log_path)
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
@@ -44,9 +45,15 @@ impl Manager {
 }
 
 impl Drop for Manager {
+    /// Kills the manager if it still runs; when the test failed, prints its log, which lives in
+    /// a temporary directory that is about to go.
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            eprintln!("--- manager log ---\n{log}");
+        }
     }
 }
 

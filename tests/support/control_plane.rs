@@ -35,13 +35,15 @@ struct Running {
 }
 
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
-static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
-/// Returns the test binary's control plane, starting it on first use.
+/// Returns the test binary's control plane, starting it on first use. A failed start is kept,
+/// so every test reports it at once instead of starting another etcd and apiserver.
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(|| {
-        start().unwrap_or_else(|e| panic!("cannot start the test control plane: {e:#}"))
-    })
+    match CONTROL_PLANE.get_or_init(|| start().map_err(|e| format!("{e:#}"))) {
+        Ok(cp) => cp,
+        Err(e) => panic!("cannot start the test control plane: {e}"),
+    }
 }
 
 fn start() -> Result<ControlPlane> {
@@ -51,7 +53,7 @@ fn start() -> Result<ControlPlane> {
         .tempdir()
         .context("creating the control plane's temporary directory")?
         .keep();
-    let (etcd_port, etcd_peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+    let [etcd_port, etcd_peer_port, api_port] = free_ports()?;
     write_credentials(&dir)?;
 
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -106,9 +108,18 @@ fn start() -> Result<ControlPlane> {
     })
 }
 
-/// Asks the kernel for a free loopback port.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Asks the kernel for three distinct free loopback ports (all held until all are chosen).
+fn free_ports() -> Result<[u16; 3]> {
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+    ];
+    let mut ports = [0; 3];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Writes the admin token and the service-account key pair the apiserver requires.

@@ -66,9 +66,14 @@ impl RunningControllers {
 }
 
 impl Drop for RunningControllers {
+    /// Stops the controllers at once (a reconcile in flight is cancelled), so nothing they do
+    /// outlives the test's cleanup.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }

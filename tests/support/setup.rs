@@ -37,12 +37,14 @@ pub fn control_plane_binaries() -> Result<PathBuf> {
 
 /// Makes sure the Docker engine answers, the `kind` network exists and the test images are built.
 pub fn docker_ready() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        for script in ["docker-engine.sh", "images.sh"] {
-            if let Err(e) = run_script(script) {
-                panic!("the Docker test environment is not available: {e:#}");
-            }
-        }
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        ["docker-engine.sh", "images.sh"]
+            .into_iter()
+            .try_for_each(|script| run_script(script).map(drop))
+            .map_err(|e| format!("{e:#}"))
     });
+    if let Err(e) = ready {
+        panic!("the Docker test environment is not available: {e}");
+    }
 }
