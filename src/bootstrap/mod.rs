@@ -26,6 +26,7 @@ mod cloud_config;
 mod decode;
 mod ignition;
 mod kubeadm;
+pub mod runner;
 mod shell;
 mod yaml;
 

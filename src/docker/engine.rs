@@ -6,20 +6,25 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigCgroupnsModeEnum,
     NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    InspectContainerOptions, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use tokio::io::AsyncWriteExt;
 
 use super::{
-    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, PullProgress,
+    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, ExecOutput,
+    PullProgress,
 };
 
 /// The Docker engine, through bollard.
@@ -220,6 +225,99 @@ impl ContainerRuntime for Engine {
             return Err(e);
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, DockerError> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(name, options)
+            .await
+            .map_err(convert)?;
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        if let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .map_err(convert)?
+        {
+            let feed = async move {
+                if let Some(data) = stdin {
+                    input.write_all(data).await?;
+                }
+                input.shutdown().await
+            };
+            let collect = async {
+                while let Some(chunk) = output.next().await {
+                    match chunk.map_err(convert)? {
+                        LogOutput::StdErr { message } => {
+                            stderr.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+                Ok::<(), DockerError>(())
+            };
+            let (fed, collected) = futures::join!(feed, collect);
+            collected?;
+            fed.map_err(|e| DockerError::Engine(format!("writing to the command's input: {e}")))?;
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(convert)?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+
+    async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(name, options)
+            .await
+            .map_err(convert)?;
+        let detached = StartExecOptions {
+            detach: true,
+            ..Default::default()
+        };
+        self.docker
+            .start_exec(&exec.id, Some(detached))
+            .await
+            .map_err(convert)?;
+        Ok(())
+    }
+
+    async fn logs(&self, name: &str) -> Result<String, DockerError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(
+                &chunk.map_err(convert)?.into_bytes(),
+            ));
+        }
+        Ok(text)
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), DockerError> {

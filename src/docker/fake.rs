@@ -9,7 +9,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::{
-    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, PullProgress,
+    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, ExecOutput,
+    PullProgress,
 };
 
 /// Containers and images held in memory; images marked pullable appear when pulled.
@@ -146,6 +147,34 @@ impl ContainerRuntime for FakeRuntime {
         }
         self.state().networks.insert(name.to_owned());
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        _stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, DockerError> {
+        self.check_up()?;
+        match self.state().containers.get(name) {
+            Some((_, c)) if c.running => Ok(ExecOutput {
+                exit_code: 0,
+                stdout: argv.join(" "),
+                stderr: String::new(),
+            }),
+            _ => Err(DockerError::Engine(format!(
+                "container {name} is not running"
+            ))),
+        }
+    }
+
+    async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError> {
+        self.exec(name, argv, None).await.map(drop)
+    }
+
+    async fn logs(&self, _name: &str) -> Result<String, DockerError> {
+        self.check_up()?;
+        Ok(String::new())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

@@ -8,6 +8,7 @@ pub mod kind_images;
 pub mod labels;
 pub mod load_balancer;
 pub mod node;
+pub mod node_bootstrap;
 pub mod pulls;
 
 #[cfg(test)]
@@ -103,6 +104,17 @@ pub struct ContainerEvent {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What a command run in a container did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub exit_code: i64,
+    /// What it wrote to standard output.
+    pub stdout: String,
+    /// What it wrote to standard error.
+    pub stderr: String,
+}
+
 /// Progress of an image pull, as the engine reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullProgress {
@@ -121,6 +133,18 @@ pub trait ContainerRuntime: Send + Sync {
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError>;
     /// Removes a container and its anonymous volumes; removing a missing container is fine.
     async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
+    /// Runs `argv` in the running container `name`, feeding `stdin`, and waits for it to end.
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, DockerError>;
+    /// Starts `argv` in the running container `name` and returns at once; it keeps running
+    /// inside the container whatever happens to the caller.
+    async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError>;
+    /// The container's log (standard output and error) so far.
+    async fn logs(&self, name: &str) -> Result<String, DockerError>;
     /// Whether the image is present in the engine.
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
     /// Pulls an image; the stream ends after the last progress report, or with the error.

@@ -8,5 +8,6 @@ mod support;
 
 mod crds;
 mod docker_cluster;
+mod node_bootstrap;
 mod smoke;
 mod webhooks;

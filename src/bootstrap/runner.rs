@@ -1,0 +1,221 @@
+//! The in-node bootstrap runner: a [`Plan`] becomes files in the node container plus one
+//! shell script that runs the steps in order, each once, recording its progress in the node.
+//!
+//! Started detached (`docker exec -d`), the runner keeps going whatever happens to the manager,
+//! and its progress files let a restarted manager pick up where it stands: a step is never run
+//! twice, and a bootstrap is never taken as done before the success sentinel exists.
+
+use std::fmt::Write as _;
+
+use super::shell::quote_always;
+use super::{Plan, SUCCESS_SENTINEL};
+
+/// Where the runner keeps its script, steps and progress inside the node.
+pub const DIR: &str = "/run/cluster-api/capd-rs";
+
+/// A file to write into the node before starting the runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerFile {
+    /// Its absolute path.
+    pub path: String,
+    /// Its content.
+    pub content: Vec<u8>,
+}
+
+/// The runner's files for `plan`: one script and input per step, and `run.sh`.
+pub fn files(plan: &Plan) -> Vec<RunnerFile> {
+    let mut files = Vec::new();
+    for (i, command) in plan.commands.iter().enumerate() {
+        let n = i + 1;
+        let line: Vec<String> = command.argv.iter().map(|a| quote_always(a)).collect();
+        files.push(RunnerFile {
+            path: format!("{DIR}/step-{n}.sh"),
+            content: format!(
+                "# {}\nexec {}\n",
+                command.description.replace('\n', " "),
+                line.join(" ")
+            )
+            .into_bytes(),
+        });
+        files.push(RunnerFile {
+            path: format!("{DIR}/step-{n}.retries"),
+            content: command.retries.to_string().into_bytes(),
+        });
+        if let Some(stdin) = &command.stdin {
+            files.push(RunnerFile {
+                path: format!("{DIR}/step-{n}.in"),
+                content: stdin.clone(),
+            });
+        }
+    }
+    files.push(RunnerFile {
+        path: format!("{DIR}/run.sh"),
+        content: script(plan.commands.len()).into_bytes(),
+    });
+    files
+}
+
+fn script(total: usize) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"#!/bin/sh
+# capd-rs bootstrap runner (generated): runs steps 1..{total} in order, each once.
+# Progress: "done" holds the last finished step; "failed" the step, its exit code and the tail
+# of its output; "pid" the running runner. Safe to start again: finished steps are skipped.
+cd {DIR} || exit 1
+if [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then exit 0; fi
+echo $$ > pid
+rm -f failed
+i=$(( $(cat done 2>/dev/null || echo 0) + 1 ))
+while [ "$i" -le {total} ]; do
+  attempt=0
+  while :; do
+    if [ -f "step-$i.in" ]; then input="step-$i.in"; else input=/dev/null; fi
+    sh "step-$i.sh" < "$input" > "step-$i.out" 2>&1
+    code=$?
+    [ "$code" -eq 0 ] && break
+    attempt=$((attempt + 1))
+    if [ "$attempt" -gt "$(cat "step-$i.retries")" ]; then
+      {{ echo "$i $code"; tail -n 20 "step-$i.out"; }} > failed.tmp && mv failed.tmp failed
+      rm -f pid
+      exit "$code"
+    fi
+    sleep 5
+  done
+  echo "$i" > done.tmp && mv done.tmp done
+  i=$((i + 1))
+done
+rm -f pid
+"#
+    );
+    s
+}
+
+/// The command that starts the runner (run it detached).
+pub fn start_command() -> Vec<String> {
+    vec!["/bin/sh".into(), format!("{DIR}/run.sh")]
+}
+
+/// The command that reports the runner's progress; its output is read by [`parse_progress`].
+pub fn progress_command() -> Vec<String> {
+    let report = format!(
+        "cd {DIR} 2>/dev/null || {{ echo absent; exit 0; }}; \
+         echo \"done $(cat done 2>/dev/null || echo 0)\"; \
+         if [ -f pid ] && kill -0 \"$(cat pid)\" 2>/dev/null; then echo running; fi; \
+         if [ -f {SUCCESS_SENTINEL} ]; then echo succeeded; fi; \
+         if [ -f failed ]; then echo failed; cat failed; fi"
+    );
+    vec!["/bin/sh".into(), "-c".into(), report]
+}
+
+/// Where a bootstrap stands, as the node reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The runner's files are in the node.
+    pub installed: bool,
+    /// How many steps have finished.
+    pub done: usize,
+    /// The runner is running.
+    pub running: bool,
+    /// The success sentinel exists.
+    pub succeeded: bool,
+    /// The failed step (1-based), its exit code and the tail of its output.
+    pub failed: Option<(usize, i64, String)>,
+}
+
+/// Reads the output of [`progress_command`].
+pub fn parse_progress(output: &str) -> Progress {
+    let mut progress = Progress {
+        installed: true,
+        ..Default::default()
+    };
+    let mut lines = output.lines();
+    while let Some(line) = lines.next() {
+        match line.trim() {
+            "absent" => progress.installed = false,
+            "running" => progress.running = true,
+            "succeeded" => progress.succeeded = true,
+            "failed" => {
+                let head = lines.next().unwrap_or_default();
+                let mut fields = head.split_whitespace();
+                let step = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                let code = fields.next().and_then(|f| f.parse().ok()).unwrap_or(-1);
+                let tail: Vec<&str> = lines.by_ref().collect();
+                progress.failed = Some((step, code, tail.join("\n")));
+            }
+            other => {
+                if let Some(done) = other.strip_prefix("done ") {
+                    progress.done = done.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    progress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::Command;
+
+    #[test]
+    fn files_hold_each_step_its_input_and_the_runner() {
+        let plan = Plan {
+            commands: vec![
+                Command {
+                    argv: vec!["/bin/sh".into(), "-c".into(), "cat > '/etc/a b'".into()],
+                    stdin: Some(b"x".to_vec()),
+                    description: "write /etc/a b".into(),
+                    retries: 5,
+                },
+                Command {
+                    argv: vec!["/bin/sh".into(), "-c".into(), "echo it's".into()],
+                    stdin: None,
+                    description: "run".into(),
+                    retries: 0,
+                },
+            ],
+            warnings: vec![],
+        };
+        let files = files(&plan);
+        let names: Vec<&str> = files
+            .iter()
+            .map(|f| f.path.trim_start_matches(DIR))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/step-1.sh",
+                "/step-1.retries",
+                "/step-1.in",
+                "/step-2.sh",
+                "/step-2.retries",
+                "/run.sh"
+            ]
+        );
+        let step2 = String::from_utf8(files[3].content.clone()).unwrap();
+        assert_eq!(step2, "# run\nexec '/bin/sh' '-c' 'echo it'\\''s'\n");
+        let runner = String::from_utf8(files[5].content.clone()).unwrap();
+        assert!(runner.contains("while [ \"$i\" -le 2 ]"), "{runner}");
+    }
+
+    #[test]
+    fn progress_is_parsed() {
+        assert_eq!(parse_progress("absent\n"), Progress::default());
+        let p = parse_progress("done 3\nrunning\n");
+        assert_eq!(
+            (
+                p.installed,
+                p.done,
+                p.running,
+                p.succeeded,
+                p.failed.is_none()
+            ),
+            (true, 3, true, false, true)
+        );
+        let p = parse_progress("done 1\nfailed\n2 7\nline one\nline two\n");
+        assert_eq!(p.failed, Some((2, 7, "line one\nline two".into())));
+        assert!(parse_progress("done 4\nsucceeded\n").succeeded);
+    }
+}

@@ -1,0 +1,191 @@
+//! Bootstrap data run in a real node container (the test node image) through the in-node
+//! runner: files and commands land as written, each command runs once even when the runner is
+//! started again, and a failing command is reported with its exit code and output.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use capd::bootstrap::runner::Progress;
+use capd::bootstrap::{Format, Options, plan};
+use capd::docker::ContainerRuntime;
+use capd::docker::engine::Engine;
+use capd::docker::labels::Owner;
+use capd::docker::node::{Node, NodeOptions, Role, container_spec};
+use capd::docker::{kind_images, node_bootstrap};
+
+use crate::support::docker::NODE_IMAGE;
+use crate::support::{TestContext, wait_for};
+
+/// Starts a worker node container from the test image and waits until it has booted.
+async fn booted_node(ctx: &TestContext, engine: &Engine) -> String {
+    let name = ctx.name("node");
+    let image = kind_images::mapping("v1.35.5", NODE_IMAGE).unwrap();
+    let owner = Owner {
+        kind: "DockerMachine".into(),
+        namespace: ctx.namespace.clone(),
+        name: "m".into(),
+    };
+    let node = Node {
+        cluster: &ctx.prefix,
+        name: &name,
+        owner: &owner,
+        role: Role::Worker,
+        failure_domain: "",
+        image: &image,
+        extra_mounts: &[],
+        network: "kind",
+    };
+    let relaxed = NodeOptions {
+        privileged: false,
+        lib_modules: false,
+        proxy_env: Vec::new(),
+    };
+    engine
+        .run_container(&container_spec(&node, &relaxed).unwrap())
+        .await
+        .expect("node container");
+    wait_for("the node to boot", Duration::from_secs(30), || async {
+        engine
+            .logs(&name)
+            .await
+            .ok()
+            .filter(|l| l.contains("Reached target Multi-User System"))
+            .map(drop)
+    })
+    .await;
+    name
+}
+
+async fn finished(engine: &Engine, name: &str) -> Progress {
+    wait_for(
+        "the bootstrap to finish",
+        Duration::from_secs(60),
+        || async {
+            let p = node_bootstrap::progress(engine, name).await.ok()?;
+            (!p.running && (p.succeeded || p.failed.is_some())).then_some(p)
+        },
+    )
+    .await
+}
+
+async fn sh(engine: &Engine, name: &str, script: &str) -> String {
+    let out = engine
+        .exec(name, &["/bin/sh".into(), "-c".into(), script.into()], None)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{script}: {}", out.stderr);
+    out.stdout
+}
+
+#[tokio::test]
+async fn cloud_config_runs_once_in_the_node() {
+    let ctx = TestContext::new("boot-ok").await;
+    let engine = Engine::connect().await.unwrap();
+    let name = booted_node(&ctx, &engine).await;
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"zipped").unwrap();
+    let gz_b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    let cloud_config = format!(
+        r#"## template: jinja
+#cloud-config
+write_files:
+- path: /etc/capd-test/hello.txt
+  content: hello
+  permissions: "0600"
+- path: /etc/capd-test/data.bin
+  encoding: gz+b64
+  content: {gz_b64}
+- path: /etc/capd-test/hello.txt
+  content: " again"
+  append: true
+users:
+- name: someone
+runcmd:
+- echo ran >> /var/lib/capd-rs-test/runs
+- [sh, -c, "sleep 1; echo slow >> /var/lib/capd-rs-test/runs"]
+- mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete
+"#
+    );
+    let plan = plan(
+        Format::CloudConfig,
+        cloud_config.as_bytes(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("users")),
+        "{:?}",
+        plan.warnings
+    );
+    node_bootstrap::install(&engine, &name, &plan)
+        .await
+        .unwrap();
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    // A restarted manager starts the runner again: nothing may run twice.
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let progress = finished(&engine, &name).await;
+    assert!(
+        progress.succeeded && progress.failed.is_none(),
+        "{progress:?}"
+    );
+    assert_eq!(progress.done, plan.commands.len());
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let again = finished(&engine, &name).await;
+    assert_eq!(again.done, plan.commands.len());
+
+    assert_eq!(
+        sh(
+            &engine,
+            &name,
+            "cat /etc/capd-test/hello.txt; echo; stat -c %a /etc/capd-test/hello.txt"
+        )
+        .await,
+        "hello again\n600\n"
+    );
+    assert_eq!(
+        sh(&engine, &name, "cat /etc/capd-test/data.bin").await,
+        "zipped"
+    );
+    assert_eq!(
+        sh(&engine, &name, "cat /var/lib/capd-rs-test/runs").await,
+        "ran\nslow\n",
+        "each command ran once"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_is_reported_and_stops_the_bootstrap() {
+    let ctx = TestContext::new("boot-fail").await;
+    let engine = Engine::connect().await.unwrap();
+    let name = booted_node(&ctx, &engine).await;
+    let cloud_config =
+        "#cloud-config\nruncmd:\n- echo before\n- echo boom >&2; exit 3\n- touch /tmp/after\n";
+    let plan = plan(
+        Format::CloudConfig,
+        cloud_config.as_bytes(),
+        &Options::default(),
+    )
+    .unwrap();
+    node_bootstrap::install(&engine, &name, &plan)
+        .await
+        .unwrap();
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let progress = finished(&engine, &name).await;
+    let (step, code, tail) = progress.failed.clone().expect("a failure");
+    assert_eq!(
+        (step, code, progress.done, progress.succeeded),
+        (2, 3, 1, false)
+    );
+    assert!(tail.contains("boom"), "{tail}");
+    assert_eq!(
+        sh(
+            &engine,
+            &name,
+            "test -e /tmp/after && echo ran || echo not-run"
+        )
+        .await,
+        "not-run\n"
+    );
+}
