@@ -182,7 +182,12 @@ async fn reconcile(dc: Arc<DockerCluster>, reconciler: Arc<Reconciler>) -> Resul
     let (namespace, name) = (dc.namespace().unwrap_or_default(), dc.name_any());
     let ctx = &reconciler.ctx;
     let result = reconcile_guarded(&dc, &reconciler).await;
-    ctx.count_reconcile(KIND, &namespace, &name);
+    if dc.meta().deletion_timestamp.is_some() && result.is_ok() {
+        // Deleted (the finalizer is gone): nothing to count any more.
+        ctx.forget(KIND, &namespace, &name);
+    } else {
+        ctx.count_reconcile(KIND, &namespace, &name);
+    }
     result
 }
 

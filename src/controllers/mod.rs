@@ -87,6 +87,15 @@ impl Context {
             .unwrap_or(&0)
     }
 
+    /// Forgets the counts of an object that is gone.
+    fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        let key = format!("{kind}/{namespace}/{name}");
+        self.reconciles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
     fn count_reconcile(&self, kind: &str, namespace: &str, name: &str) {
         let key = format!("{kind}/{namespace}/{name}");
         *self

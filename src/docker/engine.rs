@@ -196,32 +196,30 @@ impl ContainerRuntime for Engine {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        match self.docker.create_container(Some(options), body).await {
-            Ok(_) => {}
+        // Everything after create addresses the container by the ID create returned, so a
+        // same-named container made by someone else meanwhile is never touched.
+        let id = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created.id,
             Err(e) if is_status(&e, 409) => return Err(DockerError::NameTaken(spec.name.clone())),
             Err(e) => return Err(convert(e)),
-        }
+        };
         let started = async {
             if !spec.files.is_empty() {
                 let options = UploadToContainerOptionsBuilder::default().path("/").build();
                 let archive = files_archive(spec)?;
                 self.docker
-                    .upload_to_container(
-                        &spec.name,
-                        Some(options),
-                        bollard::body_full(archive.into()),
-                    )
+                    .upload_to_container(&id, Some(options), bollard::body_full(archive.into()))
                     .await
                     .map_err(convert)?;
             }
             self.docker
-                .start_container(&spec.name, None)
+                .start_container(&id, None)
                 .await
                 .map_err(convert)
         };
         if let Err(e) = started.await {
             // Leave nothing half made: a created but unstarted container would block the name.
-            let _ = self.remove_container(&spec.name).await;
+            let _ = self.remove_container(&id).await;
             return Err(e);
         }
         Ok(())
