@@ -54,6 +54,11 @@ struct Args {
     #[arg(long)]
     namespace: Option<String>,
 
+    /// Reconcile only objects labelled cluster.x-k8s.io/watch-filter=<value> (several provider
+    /// instances can then share a management cluster).
+    #[arg(long)]
+    watch_filter: Option<String>,
+
     /// How many DockerClusters are reconciled at once.
     #[arg(long, default_value_t = 50)]
     dockercluster_concurrency: u16,
@@ -109,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         network: args.docker_network.clone(),
         namespace: args.namespace.clone(),
         docker_cluster_concurrency: args.dockercluster_concurrency,
+        watch_filter: args.watch_filter.clone(),
     };
     let ctx = Arc::new(controllers::Context::new(kube, Arc::new(engine), settings));
     let stopping = stop.subscribe();

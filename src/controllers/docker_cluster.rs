@@ -64,11 +64,14 @@ pub async fn run(
     // Status-only changes (our own writes) do not trigger reconciles: only what the reconciler
     // acts on does, so a changing condition message cannot drive a write-reconcile loop.
     let (reader, writer) = reflector::store();
-    let docker_clusters = watcher(docker_clusters, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(acted_on, PredicateConfig::default());
+    let docker_clusters = watcher(
+        docker_clusters,
+        ctx.settings.watcher_config().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(acted_on, PredicateConfig::default());
     let (reconcile_all, all) = mpsc::unbounded();
     tokio::spawn(forward_container_events(
         ctx.clone(),
@@ -79,7 +82,7 @@ pub async fn run(
     Controller::for_stream(docker_clusters, reader)
         .watches(
             clusters,
-            watcher::Config::default(),
+            ctx.settings.watcher_config(),
             cluster_to_docker_cluster,
         )
         .reconcile_all_on(all)

@@ -24,6 +24,23 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// How many DockerClusters are reconciled at once.
     pub docker_cluster_concurrency: u16,
+    /// Reconcile only objects labelled `cluster.x-k8s.io/watch-filter=<this>` (all when `None`).
+    pub watch_filter: Option<String>,
+}
+
+/// The label that assigns objects to one of several provider instances (`--watch-filter`).
+pub const WATCH_FILTER_LABEL: &str = "cluster.x-k8s.io/watch-filter";
+
+impl Settings {
+    /// The watcher configuration for objects this manager reconciles: limited to the
+    /// `--watch-filter` label when one is set.
+    pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.watch_filter {
+            Some(value) => config.labels(&format!("{WATCH_FILTER_LABEL}={value}")),
+            None => config,
+        }
+    }
 }
 
 /// Why a reconcile failed; it is retried with backoff.

@@ -584,3 +584,35 @@ async fn a_missing_network_is_created() {
         "the LB is on the new network"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_filter_limits_the_controller_to_its_labelled_clusters() {
+    let ctx = TestContext::new("dc-filter").await;
+    crds::install(&ctx.kube).await;
+    let mut settings = RunningControllers::settings(&ctx.namespace, "kind");
+    settings.watch_filter = Some("team-a".into());
+    let controllers = RunningControllers::with_settings(&ctx, Arc::new(engine().await), settings);
+
+    let other = ctx.name("other");
+    create_cluster(&ctx, &other, DockerClusterSpec::default(), &[]).await;
+    let mine = ctx.name("mine");
+    create_cluster(&ctx, &mine, DockerClusterSpec::default(), &[]).await;
+    let label = json!({"metadata": {"labels": {"cluster.x-k8s.io/watch-filter": "team-a"}}});
+    ctx.api::<DockerCluster>()
+        .patch(&mine, &PatchParams::default(), &Patch::Merge(label))
+        .await
+        .unwrap();
+    provisioned(&ctx, &mine).await;
+
+    // The unlabelled cluster was created first, so it would have been seen by now.
+    assert_eq!(
+        controllers.reconciles("DockerCluster", &ctx.namespace, &other),
+        0
+    );
+    let dc = ctx.api::<DockerCluster>().get(&other).await.unwrap();
+    assert!(
+        dc.finalizers().is_empty() && dc.status.is_none(),
+        "an unlabelled DockerCluster was reconciled"
+    );
+    assert!(lb(&other).await.is_none());
+}

@@ -32,11 +32,25 @@ impl RunningControllers {
         runtime: Arc<dyn ContainerRuntime>,
         network: &str,
     ) -> Self {
-        let settings = Settings {
+        Self::with_settings(test, runtime, Self::settings(namespace, network))
+    }
+
+    /// The settings the tests use: one namespace, a small concurrency, no watch filter.
+    pub fn settings(namespace: &str, network: &str) -> Settings {
+        Settings {
             network: network.into(),
             namespace: Some(namespace.to_owned()),
             docker_cluster_concurrency: 4,
-        };
+            watch_filter: None,
+        }
+    }
+
+    /// Starts the controllers with `settings` and `runtime` as the container engine.
+    pub fn with_settings(
+        test: &TestContext,
+        runtime: Arc<dyn ContainerRuntime>,
+        settings: Settings,
+    ) -> Self {
         let ctx = Arc::new(Context::new(test.kube.clone(), runtime, settings));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(controllers::run(ctx.clone(), async move {
