@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
@@ -21,8 +21,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::conditions::{self, Status, names};
-use super::{Context, Error};
-use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION, PAUSED_ANNOTATION};
+use super::{Context, Error, shared};
+use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION};
 use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
 use crate::docker::labels::{self, Owner};
 use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState, Removal};
@@ -71,7 +71,7 @@ pub async fn run(
     .default_backoff()
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(acted_on, PredicateConfig::default());
+    .predicate_filter(shared::acted_on, PredicateConfig::default());
     let (reconcile_all, all) = mpsc::unbounded();
     tokio::spawn(forward_container_events(
         ctx.clone(),
@@ -99,26 +99,6 @@ pub async fn run(
             }
         })
         .await;
-}
-
-/// A hash of what the reconciler acts on: the spec (generation), labels, annotations,
-/// finalizers, owner references and deletion. Status is left out.
-fn acted_on(dc: &DockerCluster) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let meta = dc.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .hash(&mut hasher);
-    for owner in meta.owner_references.iter().flatten() {
-        (&owner.api_version, &owner.kind, &owner.name, &owner.uid).hash(&mut hasher);
-    }
-    Some(hasher.finish())
 }
 
 /// A Cluster maps to the DockerCluster its `spec.infrastructureRef` names.
@@ -205,11 +185,11 @@ async fn reconcile_guarded(
         return Ok(Action::await_change());
     }
     let deleting = dc.meta().deletion_timestamp.is_some();
-    let Some(cluster_name) = owner_cluster(dc) else {
+    let Some(cluster_name) = shared::capi_owner(dc.as_ref(), "Cluster") else {
         // Core Cluster API sets the owner reference; until then there is nothing to do. An
         // object deleted before it was ever owned only needs its finalizer gone.
         if deleting && dc.finalizers().iter().any(|f| f == CLUSTER_FINALIZER) {
-            remove_finalizer(&api, dc).await?;
+            shared::remove_finalizer(&api, dc.as_ref(), CLUSTER_FINALIZER).await?;
         }
         return Ok(Action::await_change());
     };
@@ -219,7 +199,7 @@ async fn reconcile_guarded(
     if cluster.is_none() && !deleting {
         return Ok(Action::await_change());
     }
-    if let Some(reason) = paused(dc, cluster.as_ref()) {
+    if let Some(reason) = shared::paused(dc.as_ref(), KIND, cluster.as_ref()) {
         let mut status = dc.status.clone().unwrap_or_default();
         conditions::set(
             &mut status.conditions,
@@ -230,7 +210,7 @@ async fn reconcile_guarded(
             dc.meta().generation,
             Timestamp::now(),
         );
-        write_status(&api, dc, status).await?;
+        shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
         return Ok(Action::await_change());
     }
     finalizer(&api, CLUSTER_FINALIZER, dc.clone(), |event| async {
@@ -241,28 +221,6 @@ async fn reconcile_guarded(
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
-}
-
-/// The name of the `cluster.x-k8s.io` Cluster among the owner references (controller or not).
-fn owner_cluster(dc: &DockerCluster) -> Option<String> {
-    dc.owner_references()
-        .iter()
-        .find(|o| {
-            o.kind == "Cluster" && o.api_version.split('/').next() == Some("cluster.x-k8s.io")
-        })
-        .map(|o| o.name.clone())
-}
-
-/// Why reconciliation is paused, in CAPD's words, or `None`.
-fn paused(dc: &DockerCluster, cluster: Option<&Cluster>) -> Option<String> {
-    let mut reasons = Vec::new();
-    if cluster.is_some_and(|c| c.spec.paused == Some(true)) {
-        reasons.push("Cluster spec.paused is set to true".to_owned());
-    }
-    if dc.annotations().contains_key(PAUSED_ANNOTATION) {
-        reasons.push(format!("{KIND} has the {PAUSED_ANNOTATION} annotation"));
-    }
-    (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
 fn owner(dc: &DockerCluster) -> Owner {
@@ -340,7 +298,8 @@ async fn apply(
                     }
                     Change::Created => {
                         let note = format!("Created load balancer container {} ({ip})", spec.name);
-                        publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note).await;
+                        shared::publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note)
+                            .await;
                         ctx.backoff.succeeded(&key);
                         Action::requeue(RECHECK)
                     }
@@ -352,7 +311,8 @@ async fn apply(
                             "Recreated load balancer container {}, which had stopped",
                             spec.name
                         );
-                        publish(ctx, dc, EventType::Warning, "LoadBalancerRecreated", note).await;
+                        shared::publish(ctx, dc, EventType::Warning, "LoadBalancerRecreated", note)
+                            .await;
                         Action::requeue(delay + Duration::from_secs(1))
                     }
                 };
@@ -403,11 +363,11 @@ async fn apply(
         now,
     );
     summarize_ready(&mut status, generation, now);
-    write_status(&api, dc, status).await?;
+    shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
     match next {
         Ok(action) => Ok(action),
         Err((reason, message)) => {
-            publish(ctx, dc, EventType::Warning, reason, message.clone()).await;
+            shared::publish(ctx, dc, EventType::Warning, reason, message.clone()).await;
             Err(Error::Infrastructure(message))
         }
     }
@@ -448,12 +408,12 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
         now,
     );
     summarize_ready(&mut status, generation, now);
-    write_status(&api, dc, status).await?;
+    shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
     let name = labels::load_balancer_name(cluster_name);
     match load_balancer::remove(ctx.runtime.as_ref(), &name, &owner(dc)).await? {
         Removal::Removed => {
             info!(container = %name, "removed the load balancer");
-            publish(
+            shared::publish(
                 ctx,
                 dc,
                 EventType::Normal,
@@ -468,7 +428,7 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
                 "Left container {name} alone: it belongs to {}",
                 owner.map_or("another owner".into(), |o| o.to_string())
             );
-            publish(ctx, dc, EventType::Warning, "LoadBalancerNotOwned", note).await;
+            shared::publish(ctx, dc, EventType::Warning, "LoadBalancerNotOwned", note).await;
         }
     }
     ctx.backoff.succeeded(&format!(
@@ -513,93 +473,11 @@ fn summarize_ready(status: &mut DockerClusterStatus, generation: Option<i64>, no
     );
 }
 
-/// Writes `status` through the status subresource, only when it differs from the stored one.
-async fn write_status(
-    api: &Api<DockerCluster>,
-    dc: &DockerCluster,
-    status: DockerClusterStatus,
-) -> Result<(), Error> {
-    let old = serde_json::to_value(dc.status.clone().unwrap_or_default()).map_err(json_error)?;
-    let new = serde_json::to_value(&status).map_err(json_error)?;
-    if old == new {
-        return Ok(());
-    }
-    let patch = json!({ "status": merge_patch(&old, &new) });
-    api.patch_status(
-        &dc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
-    Ok(())
-}
-
-fn json_error(e: serde_json::Error) -> Error {
-    Error::Infrastructure(format!("cannot serialize the status: {e}"))
-}
-
-/// The JSON merge patch (RFC 7386) that turns `old` into `new`: fields gone from `new` are
-/// sent as `null`, so a cleared field (for example `failureDomains`) is removed, not kept.
-fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match (old, new) {
-        (Value::Object(old), Value::Object(new)) => {
-            let mut patch = serde_json::Map::new();
-            for (key, value) in new {
-                match old.get(key) {
-                    Some(previous) if previous == value => {}
-                    Some(previous) => {
-                        patch.insert(key.clone(), merge_patch(previous, value));
-                    }
-                    None => {
-                        patch.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-            for key in old.keys().filter(|k| !new.contains_key(*k)) {
-                patch.insert(key.clone(), Value::Null);
-            }
-            Value::Object(patch)
-        }
-        _ => new.clone(),
-    }
-}
-
-async fn remove_finalizer(api: &Api<DockerCluster>, dc: &DockerCluster) -> Result<(), Error> {
-    let finalizers: Vec<&String> = dc
-        .finalizers()
-        .iter()
-        .filter(|f| *f != CLUSTER_FINALIZER)
-        .collect();
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": dc.resource_version()}});
-    api.patch(
-        &dc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn publish(ctx: &Context, dc: &DockerCluster, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &dc.object_ref(&())).await {
-        warn!(error = %e, "cannot publish an event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::DockerClusterSpec;
-    use crate::api::capi::{ClusterSpec, ContractVersionedObjectReference};
+    use crate::api::capi::{ClusterSpec, ContractVersionedObjectReference, PAUSED_ANNOTATION};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn owned_by(api_version: &str, kind: &str) -> DockerCluster {
@@ -618,20 +496,28 @@ mod tests {
     #[test]
     fn any_owner_reference_to_a_capi_cluster_counts() {
         assert_eq!(
-            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta2", "Cluster")).as_deref(),
+            shared::capi_owner(&owned_by("cluster.x-k8s.io/v1beta2", "Cluster"), "Cluster")
+                .as_deref(),
             Some("my-cluster")
         );
         assert_eq!(
-            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta1", "Cluster")).as_deref(),
+            shared::capi_owner(&owned_by("cluster.x-k8s.io/v1beta1", "Cluster"), "Cluster")
+                .as_deref(),
             Some("my-cluster")
         );
-        assert_eq!(owner_cluster(&owned_by("example.com/v1", "Cluster")), None);
         assert_eq!(
-            owner_cluster(&owned_by("cluster.x-k8s.io/v1beta2", "Machine")),
+            shared::capi_owner(&owned_by("example.com/v1", "Cluster"), "Cluster"),
             None
         );
         assert_eq!(
-            owner_cluster(&DockerCluster::new("dc", DockerClusterSpec::default())),
+            shared::capi_owner(&owned_by("cluster.x-k8s.io/v1beta2", "Machine"), "Cluster"),
+            None
+        );
+        assert_eq!(
+            shared::capi_owner(
+                &DockerCluster::new("dc", DockerClusterSpec::default()),
+                "Cluster"
+            ),
             None
         );
     }
@@ -640,21 +526,21 @@ mod tests {
     fn pause_comes_from_the_cluster_or_the_annotation() {
         let mut dc = DockerCluster::new("dc", DockerClusterSpec::default());
         let mut cluster = Cluster::new("c", ClusterSpec::default());
-        assert_eq!(paused(&dc, Some(&cluster)), None);
+        assert_eq!(shared::paused(&dc, KIND, Some(&cluster)), None);
         cluster.spec.paused = Some(true);
         assert_eq!(
-            paused(&dc, Some(&cluster)).as_deref(),
+            shared::paused(&dc, KIND, Some(&cluster)).as_deref(),
             Some("Cluster spec.paused is set to true")
         );
         dc.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), String::new())].into());
         assert_eq!(
-            paused(&dc, Some(&cluster)).as_deref(),
+            shared::paused(&dc, KIND, Some(&cluster)).as_deref(),
             Some(
                 "Cluster spec.paused is set to true, DockerCluster has the cluster.x-k8s.io/paused annotation"
             )
         );
         assert!(
-            paused(&dc, None).is_some(),
+            shared::paused(&dc, KIND, None).is_some(),
             "the annotation pauses even without the Cluster"
         );
     }
@@ -675,17 +561,6 @@ mod tests {
         );
         cluster.spec.infrastructure_ref.kind = "AWSCluster".into();
         assert_eq!(cluster_to_docker_cluster(cluster), None);
-    }
-
-    #[test]
-    fn merge_patches_send_null_for_cleared_fields() {
-        let old = json!({"failureDomains": [{"name": "a"}], "initialization": {"provisioned": true}, "conditions": [1]});
-        let new = json!({"initialization": {"provisioned": true}, "conditions": [2]});
-        assert_eq!(
-            merge_patch(&old, &new),
-            json!({"failureDomains": null, "conditions": [2]})
-        );
-        assert_eq!(merge_patch(&new, &new), json!({}));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod docker_cluster;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -74,15 +74,20 @@ async fn create_cluster(
         .expect("create DockerCluster")
 }
 
+/// Waits until DockerCluster `name` is provisioned and its status reflects its latest spec.
 async fn provisioned(ctx: &TestContext, name: &str) -> DockerCluster {
     wait_for(
         &format!("DockerCluster {name} to be provisioned"),
         TIMEOUT,
         || async {
             let dc = ctx.api::<DockerCluster>().get(name).await.ok()?;
+            // Steady: the status reflects the latest spec (the endpoint the controller wrote).
+            let ready = condition(&dc, "Ready")?;
             (dc.status.as_ref()?.initialization.provisioned == Some(true)
-                && !dc.spec.control_plane_endpoint.host.is_empty())
-            .then_some(dc)
+                && !dc.spec.control_plane_endpoint.host.is_empty()
+                && ready.status == "True"
+                && ready.observed_generation == dc.metadata.generation)
+                .then_some(dc)
         },
     )
     .await

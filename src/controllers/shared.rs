@@ -1,0 +1,164 @@
+//! What the reconcilers share: owner lookups, pause, the acted-on predicate, status writes as
+//! merge patches, finalizer removal and events.
+
+use std::hash::{Hash, Hasher};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::{Context, Error};
+use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
+
+/// The name of the owner of `kind` in group `cluster.x-k8s.io` (controller or not).
+pub fn capi_owner(obj: &impl Resource, kind: &str) -> Option<String> {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == kind && o.api_version.split('/').next() == Some("cluster.x-k8s.io"))
+        .map(|o| o.name.clone())
+}
+
+/// Why reconciliation of `obj` (a `kind`) is paused, in CAPD's words, or `None`.
+pub fn paused(obj: &impl Resource, kind: &str, cluster: Option<&Cluster>) -> Option<String> {
+    let mut reasons = Vec::new();
+    if cluster.is_some_and(|c| c.spec.paused == Some(true)) {
+        reasons.push("Cluster spec.paused is set to true".to_owned());
+    }
+    if obj.annotations().contains_key(PAUSED_ANNOTATION) {
+        reasons.push(format!("{kind} has the {PAUSED_ANNOTATION} annotation"));
+    }
+    (!reasons.is_empty()).then(|| reasons.join(", "))
+}
+
+/// A hash of what a reconciler acts on: the spec (generation), labels, annotations,
+/// finalizers, owner references and deletion. Status is left out, so a reconciler's own status
+/// writes do not trigger it again.
+pub fn acted_on(obj: &impl Resource) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut hasher);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.api_version, &owner.kind, &owner.name, &owner.uid).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+/// Writes `new` through the status subresource of `obj` when it differs from `old`, as a merge
+/// patch from `old` (so cleared fields are cleared).
+pub async fn write_status<K, S>(api: &Api<K>, obj: &K, old: &S, new: &S) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let json_error =
+        |e: serde_json::Error| Error::Infrastructure(format!("cannot serialize the status: {e}"));
+    let old = serde_json::to_value(old).map_err(json_error)?;
+    let new = serde_json::to_value(new).map_err(json_error)?;
+    if old == new {
+        return Ok(());
+    }
+    let patch = json!({ "status": merge_patch(&old, &new) });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: fields gone from `new` are
+/// sent as `null`, so a cleared field (for example `failureDomains`) is removed, not kept.
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(previous) if previous == value => {}
+                    Some(previous) => {
+                        patch.insert(key.clone(), merge_patch(previous, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+/// Removes `finalizer` from `obj` (guarded by its resourceVersion).
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes an event about `obj`; a failure to publish is only logged.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patches_send_null_for_cleared_fields() {
+        let old = json!({"failureDomains": [{"name": "a"}], "initialization": {"provisioned": true}, "conditions": [1]});
+        let new = json!({"initialization": {"provisioned": true}, "conditions": [2]});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"failureDomains": null, "conditions": [2]})
+        );
+        assert_eq!(merge_patch(&new, &new), json!({}));
+    }
+}
