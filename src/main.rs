@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use capd::controllers::{self, Settings};
 use capd::docker::engine::Engine;
+use capd::docker::node::NodeOptions;
 use capd::features::Features;
 use capd::webhooks::{self, tls::CertFiles};
 use clap::Parser;
@@ -58,6 +59,15 @@ struct Args {
     /// instances can then share a management cluster).
     #[arg(long)]
     watch_filter: Option<String>,
+
+    /// How many DockerMachines are reconciled at once.
+    #[arg(long, default_value_t = 100)]
+    dockermachine_concurrency: u16,
+
+    /// Run node containers privileged, as kind does. Set to false on engines that refuse
+    /// privileged containers; real Kubernetes nodes cannot run then, test images can.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    privileged_nodes: bool,
 
     /// How many DockerClusters are reconciled at once.
     #[arg(long, default_value_t = 50)]
@@ -115,6 +125,12 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         docker_cluster_concurrency: args.dockercluster_concurrency,
         watch_filter: args.watch_filter.clone(),
+        docker_machine_concurrency: args.dockermachine_concurrency,
+        node_options: NodeOptions {
+            privileged: args.privileged_nodes,
+            lib_modules: std::path::Path::new("/lib/modules").exists(),
+            proxy_env: proxy_env(),
+        },
     };
     let ctx = Arc::new(controllers::Context::new(kube, Arc::new(engine), settings));
     let stopping = stop.subscribe();
@@ -133,6 +149,25 @@ async fn main() -> anyhow::Result<()> {
     controllers.await.context("controllers task")?;
     webhooks.await.context("webhook server task")??;
     Ok(())
+}
+
+/// The proxy variables of the manager's environment, passed on to node containers.
+fn proxy_env() -> Vec<String> {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        std::env::var(name)
+            .ok()
+            .map(|value| format!("{name}={value}"))
+    })
+    .collect()
 }
 
 /// Parses an interval such as "10s" or "1m" (Go duration syntax, greater than zero).

@@ -102,6 +102,7 @@ pub fn progress_command() -> Vec<String> {
     let report = format!(
         "cd {DIR} 2>/dev/null || {{ echo absent; exit 0; }}; \
          echo \"done $(cat done 2>/dev/null || echo 0)\"; \
+         echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
          if [ -f pid ] && kill -0 \"$(cat pid)\" 2>/dev/null; then echo running; fi; \
          if [ -f {SUCCESS_SENTINEL} ]; then echo succeeded; fi; \
          if [ -f failed ]; then echo failed; cat failed; fi"
@@ -116,6 +117,8 @@ pub struct Progress {
     pub installed: bool,
     /// How many steps have finished.
     pub done: usize,
+    /// How many steps there are.
+    pub total: usize,
     /// The runner is running.
     pub running: bool,
     /// The success sentinel exists.
@@ -147,6 +150,8 @@ pub fn parse_progress(output: &str) -> Progress {
             other => {
                 if let Some(done) = other.strip_prefix("done ") {
                     progress.done = done.trim().parse().unwrap_or(0);
+                } else if let Some(total) = other.strip_prefix("total ") {
+                    progress.total = total.trim().parse().unwrap_or(0);
                 }
             }
         }
@@ -203,7 +208,8 @@ mod tests {
     #[test]
     fn progress_is_parsed() {
         assert_eq!(parse_progress("absent\n"), Progress::default());
-        let p = parse_progress("done 3\nrunning\n");
+        let p = parse_progress("done 3\ntotal 5\nrunning\n");
+        assert_eq!(p.total, 5);
         assert_eq!(
             (
                 p.installed,

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod docker_cluster;
+pub mod docker_machine;
 pub mod shared;
 
 use std::collections::HashMap;
@@ -27,6 +28,10 @@ pub struct Settings {
     pub docker_cluster_concurrency: u16,
     /// Reconcile only objects labelled `cluster.x-k8s.io/watch-filter=<this>` (all when `None`).
     pub watch_filter: Option<String>,
+    /// How many DockerMachines are reconciled at once.
+    pub docker_machine_concurrency: u16,
+    /// How node containers are run (privileged or relaxed, proxy variables).
+    pub node_options: crate::docker::node::NodeOptions,
 }
 
 /// The label that assigns objects to one of several provider instances (`--watch-filter`).
@@ -106,7 +111,7 @@ impl Context {
     }
 
     /// Forgets the counts of an object that is gone.
-    fn forget(&self, kind: &str, namespace: &str, name: &str) {
+    pub(crate) fn forget(&self, kind: &str, namespace: &str, name: &str) {
         let key = format!("{kind}/{namespace}/{name}");
         self.reconciles
             .lock()
@@ -114,7 +119,7 @@ impl Context {
             .remove(&key);
     }
 
-    fn count_reconcile(&self, kind: &str, namespace: &str, name: &str) {
+    pub(crate) fn count_reconcile(&self, kind: &str, namespace: &str, name: &str) {
         let key = format!("{kind}/{namespace}/{name}");
         *self
             .reconciles
@@ -127,5 +132,10 @@ impl Context {
 
 /// Runs every controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    docker_cluster::run(ctx, shutdown).await;
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    futures::join!(
+        docker_cluster::run(ctx.clone(), shutdown.clone()),
+        docker_machine::run(ctx, shutdown),
+    );
 }

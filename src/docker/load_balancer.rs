@@ -134,12 +134,10 @@ async fn owned(
     name: &str,
     owner: &Owner,
 ) -> Result<Option<Container>, LoadBalancerError> {
-    let Some(container) = runtime.inspect_container(name).await? else {
-        return Ok(None);
-    };
-    match Owner::from_labels(&container.labels) {
-        Some(found) if &found == owner => Ok(Some(container)),
-        found => Err(LoadBalancerError::NameClash {
+    match super::find_owned(runtime, name, owner).await? {
+        super::Found::Absent => Ok(None),
+        super::Found::Ours(container) => Ok(Some(container)),
+        super::Found::NotOurs(found) => Err(LoadBalancerError::NameClash {
             name: name.to_owned(),
             owner: found,
         }),

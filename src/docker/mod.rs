@@ -157,3 +157,29 @@ pub trait ContainerRuntime: Send + Sync {
         label: &str,
     ) -> BoxStream<'static, Result<ContainerEvent, DockerError>>;
 }
+
+/// What is behind a container name, from the point of view of one owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// No container has the name.
+    Absent,
+    /// The owner's container.
+    Ours(Container),
+    /// Someone else's (the owner it names, if any): never adopted or removed.
+    NotOurs(Option<labels::Owner>),
+}
+
+/// Looks up container `name` and tells whether it is `owner`'s.
+pub async fn find_owned(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    owner: &labels::Owner,
+) -> Result<Found, DockerError> {
+    let Some(container) = runtime.inspect_container(name).await? else {
+        return Ok(Found::Absent);
+    };
+    Ok(match labels::Owner::from_labels(&container.labels) {
+        Some(found) if &found == owner => Found::Ours(container),
+        found => Found::NotOurs(found),
+    })
+}

@@ -8,6 +8,7 @@ mod support;
 
 mod crds;
 mod docker_cluster;
+mod docker_machine;
 mod node_bootstrap;
 mod smoke;
 mod webhooks;

@@ -42,6 +42,13 @@ impl RunningControllers {
             namespace: Some(namespace.to_owned()),
             docker_cluster_concurrency: 4,
             watch_filter: None,
+            docker_machine_concurrency: 4,
+            // These machines refuse privileged containers and have no /lib/modules.
+            node_options: capd::docker::node::NodeOptions {
+                privileged: false,
+                lib_modules: false,
+                proxy_env: Vec::new(),
+            },
         }
     }
 

@@ -1,0 +1,902 @@
+//! The DockerMachine reconciler: a kind-style node container per machine, booted, then
+//! bootstrapped from the machine's cloud-init or Ignition data by the in-node runner, and the
+//! contract's `providerID`, addresses and `provisioned`.
+//!
+//! Slow work never blocks a reconcile: image pulls and waiting for the node run in the
+//! background and wake the reconciler; the bootstrap runs inside the node and a follower task
+//! wakes the reconciler when its progress changes. State comes from the node itself, so a
+//! restarted manager picks up where the node stands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::conditions::{self, Status, names};
+use super::{Context, Error, shared};
+use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
+use crate::api::common::{MachineAddress, MachineAddressType};
+use crate::api::{DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
+use crate::bootstrap::{self, Format};
+use crate::docker::kind_images::{self, Mapping, Mode};
+use crate::docker::labels::Owner;
+use crate::docker::node::{self, Node, Role};
+use crate::docker::pulls::{ImagePulls, PullStatus};
+use crate::docker::{ContainerRuntime, Found, node_bootstrap};
+
+const KIND: &str = "DockerMachine";
+/// How often the follower reads the node's boot and bootstrap progress.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How long the follower waits for a node to boot.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Condition types and reasons of machines (CAPD's names).
+mod reasons {
+    pub const CONTAINER_PROVISIONED: &str = "ContainerProvisioned";
+    pub const CGROUPS_READY: &str = "CGroupsReady";
+    pub const PRELOADED_IMAGES_READY: &str = "PreLoadedImagesReady";
+    pub const BOOTSTRAP_COMPLETED: &str = "BootstrapCompleted";
+    pub const WAITING_FOR_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructureReady";
+    pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneInitialized";
+    pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
+    pub const WAITING_FOR_CONTAINER: &str = "WaitingForContainer";
+    pub const WAITING_FOR_CGROUPS: &str = "WaitingForCGroups";
+    pub const NOT_PROVISIONED: &str = "NotProvisioned";
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const NOT_READY: &str = "NotReady";
+    pub const READY: &str = "Ready";
+    pub const NOT_COMPLETED: &str = "NotCompleted";
+    pub const COMPLETED: &str = "Completed";
+    pub const FAILED: &str = "Failed";
+    pub const DELETING: &str = "Deleting";
+}
+
+/// The reconciler's own state: image pulls and bootstrap followers that wake it.
+struct Reconciler {
+    ctx: Arc<Context>,
+    pulls: ImagePulls<ObjectRef<DockerMachine>>,
+    followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    wake: mpsc::UnboundedSender<ObjectRef<DockerMachine>>,
+}
+
+/// Runs the DockerMachine controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.kube.clone();
+    let (machines, clusters, docker_machines): (Api<Machine>, Api<Cluster>, Api<DockerMachine>) =
+        match &ctx.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
+    let (wake, woken) = mpsc::unbounded();
+    let reconciler = Arc::new(Reconciler {
+        pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
+        followers: Mutex::default(),
+        wake,
+        ctx: ctx.clone(),
+    });
+    let (reader, writer) = reflector::store();
+    let stream = watcher(
+        docker_machines,
+        ctx.settings.watcher_config().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(shared::acted_on, PredicateConfig::default());
+    let store = reader.clone();
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.docker_machine_concurrency);
+    Controller::for_stream(stream, reader)
+        .watches(
+            machines,
+            ctx.settings.watcher_config(),
+            machine_to_docker_machine,
+        )
+        .watches(clusters, ctx.settings.watcher_config(), move |cluster| {
+            cluster_to_docker_machines(&store, &cluster)
+        })
+        .reconcile_on(woken)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown.shared())
+        .run(reconcile, error_policy, reconciler.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result
+                && !matches!(e, kube::runtime::controller::Error::ObjectNotFound(_))
+            {
+                warn!(error = %e, "DockerMachine reconcile failed");
+            }
+        })
+        .await;
+    for (_, follower) in reconciler
+        .followers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+    {
+        follower.abort();
+    }
+}
+
+/// A Machine maps to the DockerMachine its `spec.infrastructureRef` names.
+fn machine_to_docker_machine(machine: Machine) -> Option<ObjectRef<DockerMachine>> {
+    let infra = &machine.spec.infrastructure_ref;
+    (infra.kind == KIND && infra.api_group == crate::api::GROUP && !infra.name.is_empty())
+        .then(|| ObjectRef::new(&infra.name).within(&machine.namespace().unwrap_or_default()))
+}
+
+/// A Cluster maps to every DockerMachine labelled with its name in its namespace.
+fn cluster_to_docker_machines(
+    store: &Store<DockerMachine>,
+    cluster: &Cluster,
+) -> Vec<ObjectRef<DockerMachine>> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|dm| {
+            dm.namespace().as_deref() == Some(namespace.as_str())
+                && dm.labels().get(CLUSTER_NAME_LABEL) == Some(&cluster.name_any())
+        })
+        .map(|dm| ObjectRef::from_obj(dm.as_ref()))
+        .collect()
+}
+
+fn key(dm: &DockerMachine) -> String {
+    format!("{}/{}", dm.namespace().unwrap_or_default(), dm.name_any())
+}
+
+fn error_policy(dm: Arc<DockerMachine>, error: &Error, reconciler: Arc<Reconciler>) -> Action {
+    let delay = reconciler
+        .ctx
+        .backoff
+        .failed(&format!("{KIND}/{}", key(&dm)));
+    warn!(dockermachine = %key(&dm), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile(dm: Arc<DockerMachine>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
+    let (namespace, name) = (dm.namespace().unwrap_or_default(), dm.name_any());
+    let result = reconcile_guarded(&dm, &reconciler).await;
+    if dm.meta().deletion_timestamp.is_some() && result.is_ok() {
+        reconciler.ctx.forget(KIND, &namespace, &name);
+    } else {
+        reconciler.ctx.count_reconcile(KIND, &namespace, &name);
+    }
+    result
+}
+
+/// The objects a DockerMachine is reconciled with.
+struct Inputs {
+    machine: Machine,
+    cluster: Cluster,
+    cluster_name: String,
+}
+
+async fn reconcile_guarded(
+    dm: &Arc<DockerMachine>,
+    reconciler: &Arc<Reconciler>,
+) -> Result<Action, Error> {
+    let ctx = &reconciler.ctx;
+    let namespace = dm.namespace().unwrap_or_default();
+    let api: Api<DockerMachine> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let deleting = dm.meta().deletion_timestamp.is_some();
+    let machine = match shared::capi_owner(dm.as_ref(), "Machine") {
+        Some(name) => {
+            Api::<Machine>::namespaced(ctx.kube.clone(), &namespace)
+                .get_opt(&name)
+                .await?
+        }
+        None => None,
+    };
+    let cluster_name = machine
+        .as_ref()
+        .and_then(|m| m.labels().get(CLUSTER_NAME_LABEL).cloned())
+        .or_else(|| dm.labels().get(CLUSTER_NAME_LABEL).cloned());
+    let cluster = match &cluster_name {
+        Some(name) => {
+            Api::<Cluster>::namespaced(ctx.kube.clone(), &namespace)
+                .get_opt(name)
+                .await?
+        }
+        None => None,
+    };
+    if !deleting && (machine.is_none() || cluster.is_none()) {
+        // Core Cluster API sets the owner Machine and the cluster label; wait for them.
+        return Ok(Action::await_change());
+    }
+    if let Some(reason) = shared::paused(dm.as_ref(), KIND, cluster.as_ref()) {
+        let old = dm.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        conditions::set(
+            &mut status.conditions,
+            names::PAUSED,
+            Status::True,
+            names::REASON_PAUSED,
+            &reason,
+            dm.meta().generation,
+            Timestamp::now(),
+        );
+        shared::write_status(&api, dm.as_ref(), &old, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let inputs =
+        machine
+            .zip(cluster)
+            .zip(cluster_name)
+            .map(|((machine, cluster), cluster_name)| Inputs {
+                machine,
+                cluster,
+                cluster_name,
+            });
+    finalizer(&api, MACHINE_FINALIZER, dm.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(dm) => match &inputs {
+                Some(inputs) => apply(&dm, inputs, reconciler).await,
+                None => Ok(Action::await_change()),
+            },
+            finalizer::Event::Cleanup(dm) => cleanup(&dm, reconciler).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn owner(dm: &DockerMachine) -> Owner {
+    Owner {
+        kind: KIND.into(),
+        namespace: dm.namespace().unwrap_or_default(),
+        name: dm.name_any(),
+    }
+}
+
+/// The node container's name: recorded in `providerID` once known, else derived as CAPD does.
+fn container_name(dm: &DockerMachine, cluster_name: &str, machine_name: &str) -> String {
+    dm.spec
+        .provider_id
+        .strip_prefix("docker:////")
+        .map(str::to_owned)
+        .unwrap_or_else(|| node::container_name(cluster_name, machine_name))
+}
+
+/// The conditions and what to do next, built up by [`apply`].
+struct Outcome {
+    status: DockerMachineStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl Outcome {
+    fn set(&mut self, type_: &str, status: Status, reason: &str, message: &str) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
+    /// Marks the conditions after `from` as waiting for it.
+    fn waiting(&mut self, from: &str, reason: &str) {
+        let order = [
+            reasons::CONTAINER_PROVISIONED,
+            reasons::CGROUPS_READY,
+            reasons::PRELOADED_IMAGES_READY,
+            reasons::BOOTSTRAP_COMPLETED,
+        ];
+        let start = order
+            .iter()
+            .position(|t| *t == from)
+            .map_or(order.len(), |i| i + 1);
+        for type_ in &order[start..] {
+            self.set(type_, Status::False, reason, "");
+        }
+    }
+
+    /// `Ready` summarizes the four provisioning conditions.
+    fn summarize(&mut self) {
+        let parts = [
+            reasons::CONTAINER_PROVISIONED,
+            reasons::CGROUPS_READY,
+            reasons::PRELOADED_IMAGES_READY,
+            reasons::BOOTSTRAP_COMPLETED,
+        ];
+        let not_ready: Vec<String> = parts
+            .iter()
+            .filter(|t| !conditions::is_true(&self.status.conditions, t))
+            .map(|t| {
+                let c = conditions::get(&self.status.conditions, t);
+                let detail = c
+                    .map(|c| {
+                        if c.message.is_empty() {
+                            c.reason.clone()
+                        } else {
+                            c.message.clone()
+                        }
+                    })
+                    .unwrap_or_default();
+                format!("* {t}: {detail}")
+            })
+            .collect();
+        if not_ready.is_empty() {
+            self.set(names::READY, Status::True, names::REASON_READY, "");
+        } else {
+            self.set(
+                names::READY,
+                Status::False,
+                names::REASON_NOT_READY,
+                &not_ready.join("\n"),
+            );
+        }
+    }
+}
+
+async fn apply(
+    dm: &DockerMachine,
+    inputs: &Inputs,
+    reconciler: &Arc<Reconciler>,
+) -> Result<Action, Error> {
+    let ctx = &reconciler.ctx;
+    let api: Api<DockerMachine> =
+        Api::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default());
+    let old = dm.status.clone().unwrap_or_default();
+    let mut out = Outcome {
+        status: old.clone(),
+        generation: dm.meta().generation,
+        now: Timestamp::now(),
+    };
+    out.set(names::PAUSED, Status::False, names::REASON_NOT_PAUSED, "");
+    let result = provision(dm, inputs, reconciler, &api, &mut out).await;
+    out.summarize();
+    shared::write_status(&api, dm, &old, &out.status).await?;
+    match result {
+        Ok(action) => Ok(action),
+        Err((reason, message)) => {
+            shared::publish(ctx, dm, EventType::Warning, reason, message.clone()).await;
+            Err(Error::Infrastructure(message))
+        }
+    }
+}
+
+/// The provisioning steps in order; each returns early, with the conditions set, when it
+/// cannot go on yet. An `Err` carries an event reason and a message, and is retried with backoff.
+async fn provision(
+    dm: &DockerMachine,
+    inputs: &Inputs,
+    reconciler: &Arc<Reconciler>,
+    api: &Api<DockerMachine>,
+    out: &mut Outcome,
+) -> Result<Action, (&'static str, String)> {
+    let ctx = &reconciler.ctx;
+    let runtime = ctx.runtime.as_ref();
+    let Inputs {
+        machine,
+        cluster,
+        cluster_name,
+    } = inputs;
+    let container = container_name(dm, cluster_name, &machine.name_any());
+
+    // 1. The cluster's infrastructure and the machine's bootstrap data.
+    let infrastructure_ready = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.initialization.as_ref())
+        .and_then(|i| i.infrastructure_provisioned)
+        == Some(true);
+    if !infrastructure_ready {
+        out.set(
+            reasons::CONTAINER_PROVISIONED,
+            Status::False,
+            reasons::WAITING_FOR_INFRASTRUCTURE,
+            "",
+        );
+        out.waiting(
+            reasons::CONTAINER_PROVISIONED,
+            reasons::WAITING_FOR_CONTAINER,
+        );
+        return Ok(Action::await_change());
+    }
+    let role = if machine.labels().contains_key(CONTROL_PLANE_LABEL) {
+        Role::ControlPlane
+    } else {
+        Role::Worker
+    };
+    let Some(secret_name) = machine.spec.bootstrap.data_secret_name.clone() else {
+        let control_plane_initialized = cluster
+            .status
+            .as_ref()
+            .is_some_and(|s| conditions::is_true(&s.conditions, "ControlPlaneInitialized"));
+        // A cluster without a control-plane reference has nothing to wait for.
+        let reason = if role == Role::Worker
+            && !cluster.spec.control_plane_ref.is_empty()
+            && !control_plane_initialized
+        {
+            reasons::WAITING_FOR_CONTROL_PLANE
+        } else {
+            reasons::WAITING_FOR_BOOTSTRAP_DATA
+        };
+        out.set(reasons::CONTAINER_PROVISIONED, Status::False, reason, "");
+        out.waiting(
+            reasons::CONTAINER_PROVISIONED,
+            reasons::WAITING_FOR_CONTAINER,
+        );
+        return Ok(Action::await_change());
+    };
+
+    // 2. The node container.
+    let not_provisioned = |out: &mut Outcome, message: String| {
+        out.set(
+            reasons::CONTAINER_PROVISIONED,
+            Status::False,
+            reasons::NOT_PROVISIONED,
+            &message,
+        );
+        out.waiting(
+            reasons::CONTAINER_PROVISIONED,
+            reasons::WAITING_FOR_CONTAINER,
+        );
+        message
+    };
+    let running = match crate::docker::find_owned(runtime, &container, &owner(dm)).await {
+        Err(e) => {
+            return Err((
+                "ContainerFailed",
+                not_provisioned(out, format!("Failed to inspect container {container}: {e}")),
+            ));
+        }
+        Ok(Found::NotOurs(other)) => {
+            let whose = other.map_or("another owner".to_owned(), |o| o.to_string());
+            return Err((
+                "ContainerNameClash",
+                not_provisioned(
+                    out,
+                    format!(
+                        "Container {container} already exists and belongs to {whose}; capd-rs will not adopt or remove it"
+                    ),
+                ),
+            ));
+        }
+        Ok(Found::Ours(c)) if c.running => c,
+        Ok(Found::Ours(_)) => {
+            // Like CAPD: a machine whose container stopped is left to remediation.
+            not_provisioned(out, format!("Container {container} is not running anymore"));
+            return Ok(Action::await_change());
+        }
+        Ok(Found::Absent) => {
+            let image =
+                image_for(dm, machine).map_err(|m| ("InvalidMachine", not_provisioned(out, m)))?;
+            match reconciler
+                .pulls
+                .ensure(&image.image, ObjectRef::from_obj(dm))
+                .await
+            {
+                Ok(PullStatus::Present) => {}
+                Ok(PullStatus::Pulling(progress)) => {
+                    not_provisioned(out, format!("Pulling image {}: {progress}", image.image));
+                    return Ok(Action::await_change());
+                }
+                Ok(PullStatus::Failed(message)) => {
+                    return Err((
+                        "ImagePullFailed",
+                        not_provisioned(
+                            out,
+                            format!("Cannot pull image {}: {message}", image.image),
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err((
+                        "ContainerFailed",
+                        not_provisioned(
+                            out,
+                            format!("Failed to create container {container}: {e}"),
+                        ),
+                    ));
+                }
+            }
+            let owner = owner(dm);
+            let spec = Node {
+                cluster: cluster_name,
+                name: &container,
+                owner: &owner,
+                role,
+                failure_domain: &machine.spec.failure_domain,
+                image: &image,
+                extra_mounts: &dm.spec.extra_mounts,
+                network: &ctx.settings.network,
+            };
+            let created = async {
+                let spec = node::container_spec(&spec, &ctx.settings.node_options)?;
+                runtime.ensure_network(&spec.network).await?;
+                runtime.run_container(&spec).await?;
+                runtime.inspect_container(&container).await
+            };
+            match created.await {
+                Ok(Some(c)) => {
+                    shared::publish(
+                        ctx,
+                        dm,
+                        EventType::Normal,
+                        "ContainerCreated",
+                        format!("Created node container {container}"),
+                    )
+                    .await;
+                    c
+                }
+                Ok(None) => {
+                    return Err((
+                        "ContainerFailed",
+                        not_provisioned(
+                            out,
+                            format!("Container {container} vanished after it was created"),
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err((
+                        "ContainerFailed",
+                        not_provisioned(
+                            out,
+                            format!("Failed to create container {container}: {e}"),
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    out.set(
+        reasons::CONTAINER_PROVISIONED,
+        Status::True,
+        reasons::PROVISIONED,
+        "",
+    );
+    let ip = running
+        .networks
+        .get(&ctx.settings.network)
+        .map(|(v4, _)| v4.clone())
+        .unwrap_or_default();
+    out.status.addresses = vec![MachineAddress {
+        type_: MachineAddressType::Hostname,
+        address: container.clone(),
+    }];
+    if !ip.is_empty() {
+        out.status.addresses.push(MachineAddress {
+            type_: MachineAddressType::InternalIp,
+            address: ip.clone(),
+        });
+        out.status.addresses.push(MachineAddress {
+            type_: MachineAddressType::ExternalIp,
+            address: ip,
+        });
+    }
+    out.status.failure_domain = machine.spec.failure_domain.clone();
+
+    // 3. The node's boot, read from the node (a follower wakes us when it has booted).
+    let progress = node_bootstrap::progress(runtime, &container)
+        .await
+        .map_err(|e| {
+            (
+                "BootstrapFailed",
+                format!("Cannot read the bootstrap progress of {container}: {e}"),
+            )
+        })?;
+    if !progress.installed && !booted(runtime, &container).await {
+        out.set(
+            reasons::CGROUPS_READY,
+            Status::False,
+            reasons::NOT_READY,
+            "Waiting for the node to boot",
+        );
+        out.waiting(reasons::CGROUPS_READY, reasons::WAITING_FOR_CGROUPS);
+        follow(reconciler, dm, &container);
+        return Ok(Action::await_change());
+    }
+    out.set(reasons::CGROUPS_READY, Status::True, reasons::READY, "");
+
+    // 4. Images to pre-load.
+    if !dm.spec.pre_load_images.is_empty() {
+        let message = "preLoadImages is not supported by capd-rs yet";
+        out.set(
+            reasons::PRELOADED_IMAGES_READY,
+            Status::False,
+            reasons::NOT_READY,
+            message,
+        );
+        out.waiting(reasons::PRELOADED_IMAGES_READY, "WaitingForPreloadedImages");
+        return Err(("PreLoadImagesUnsupported", message.to_owned()));
+    }
+    out.set(
+        reasons::PRELOADED_IMAGES_READY,
+        Status::True,
+        reasons::READY,
+        "",
+    );
+
+    // 5. Provisioned, as the contract means it: the infrastructure is there (before bootstrap).
+    if dm.spec.provider_id.is_empty() {
+        let patch = json!({"spec": {"providerID": format!("docker:////{container}")}});
+        api.patch(
+            &dm.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|e| {
+            (
+                "ProviderIDFailed",
+                format!("Cannot set spec.providerID: {e}"),
+            )
+        })?;
+    }
+    out.status.initialization.provisioned = Some(true);
+
+    // 6. The bootstrap, run in the node by the runner; progress read from the node.
+    if progress.succeeded {
+        out.set(
+            reasons::BOOTSTRAP_COMPLETED,
+            Status::True,
+            reasons::COMPLETED,
+            "",
+        );
+        return Ok(Action::await_change());
+    }
+    if let Some((step, code, tail)) = &progress.failed {
+        let message = format!(
+            "Step {step} of {} failed with exit code {code}:\n{tail}",
+            progress.total
+        );
+        out.set(
+            reasons::BOOTSTRAP_COMPLETED,
+            Status::False,
+            reasons::FAILED,
+            &message,
+        );
+        return Ok(Action::await_change());
+    }
+    if !progress.installed {
+        let plan = bootstrap_plan(ctx, dm, &secret_name).await;
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(message) => {
+                out.set(
+                    reasons::BOOTSTRAP_COMPLETED,
+                    Status::False,
+                    reasons::NOT_COMPLETED,
+                    &message,
+                );
+                return Err(("BootstrapDataInvalid", message));
+            }
+        };
+        for warning in &plan.warnings {
+            warn!(dockermachine = %key(dm), "{warning}");
+        }
+        let started = async {
+            node_bootstrap::install(runtime, &container, &plan).await?;
+            node_bootstrap::start(runtime, &container).await
+        };
+        started.await.map_err(|e| {
+            (
+                "BootstrapFailed",
+                format!("Cannot start the bootstrap in {container}: {e}"),
+            )
+        })?;
+        out.set(
+            reasons::BOOTSTRAP_COMPLETED,
+            Status::False,
+            reasons::NOT_COMPLETED,
+            &format!("Running step 1 of {}", plan.commands.len()),
+        );
+    } else {
+        if !progress.running {
+            // The runner stopped without an outcome (the node restarted): it resumes after the
+            // last finished step.
+            node_bootstrap::start(runtime, &container)
+                .await
+                .map_err(|e| {
+                    (
+                        "BootstrapFailed",
+                        format!("Cannot resume the bootstrap in {container}: {e}"),
+                    )
+                })?;
+        }
+        let message = format!(
+            "Running step {} of {}",
+            (progress.done + 1).min(progress.total),
+            progress.total
+        );
+        out.set(
+            reasons::BOOTSTRAP_COMPLETED,
+            Status::False,
+            reasons::NOT_COMPLETED,
+            &message,
+        );
+    }
+    follow(reconciler, dm, &container);
+    Ok(Action::await_change())
+}
+
+/// The image for the machine: `customImage`, or kind's image for its Kubernetes version.
+fn image_for(dm: &DockerMachine, machine: &Machine) -> Result<Mapping, String> {
+    match (machine.spec.version.as_str(), dm.spec.custom_image.as_str()) {
+        ("", "") => Err("Machine spec.version is not set and DockerMachine spec.customImage is empty: no image to run".into()),
+        ("", custom) => Ok(Mapping { kubernetes_version: String::new(), mode: Mode::V0_20, image: custom.to_owned() }),
+        (version, custom) => kind_images::mapping(version, custom),
+    }
+}
+
+/// Whether the node has booted: systemd reached the multi-user target and `crictl ps` works.
+async fn booted(runtime: &dyn ContainerRuntime, container: &str) -> bool {
+    let logs = runtime.logs(container).await.unwrap_or_default();
+    let reached = logs
+        .lines()
+        .any(|l| l.contains("Reached target") && l.contains("Multi-User System"));
+    if !reached {
+        return false;
+    }
+    let crictl = ["crictl".to_owned(), "ps".to_owned()];
+    runtime
+        .exec(container, &crictl, None)
+        .await
+        .is_ok_and(|o| o.exit_code == 0)
+}
+
+/// The bootstrap plan from the machine's data Secret (`value`, and `format`).
+async fn bootstrap_plan(
+    ctx: &Context,
+    dm: &DockerMachine,
+    secret_name: &str,
+) -> Result<bootstrap::Plan, String> {
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default());
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| format!("Cannot read bootstrap data Secret {secret_name}: {e}"))?
+        .ok_or_else(|| format!("Bootstrap data Secret {secret_name} not found"))?;
+    let data = secret.data.unwrap_or_default();
+    let value = data
+        .get("value")
+        .ok_or_else(|| format!("Bootstrap data Secret {secret_name} has no key \"value\""))?;
+    let format = match data.get("format") {
+        Some(f) => String::from_utf8_lossy(&f.0)
+            .parse::<Format>()
+            .map_err(|e| format!("Bootstrap data Secret {secret_name}: {e}"))?,
+        None => Format::CloudConfig,
+    };
+    let options = bootstrap::Options {
+        kubelet_cgroup_args: true,
+    };
+    bootstrap::plan(format, &value.0, &options)
+        .map_err(|e| format!("Bootstrap data Secret {secret_name}: {e}"))
+}
+
+/// Starts (once) the background task that reads the node's progress and wakes the reconciler
+/// when it changes, until the bootstrap has an outcome or the node is gone.
+fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str) {
+    let mut followers = reconciler
+        .followers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if followers.get(&key(dm)).is_some_and(|f| !f.is_finished()) {
+        return;
+    }
+    let runtime = reconciler.ctx.runtime.clone();
+    let wake = reconciler.wake.clone();
+    let target = ObjectRef::from_obj(dm);
+    let container = container.to_owned();
+    let follower = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut last: Option<(bool, bool, usize, bool)> = None;
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let progress = match node_bootstrap::progress(runtime.as_ref(), &container).await {
+                Ok(p) => p,
+                Err(_) => break,
+            };
+            let booted_now = progress.installed || booted(runtime.as_ref(), &container).await;
+            let seen = (
+                booted_now,
+                progress.installed,
+                progress.done,
+                progress.succeeded || progress.failed.is_some(),
+            );
+            if last != Some(seen) {
+                last = Some(seen);
+                let _ = wake.unbounded_send(target.clone());
+            }
+            let finished = progress.succeeded || progress.failed.is_some();
+            let stuck_booting = !booted_now && started.elapsed() > BOOT_TIMEOUT;
+            if finished || stuck_booting || (booted_now && !progress.installed) {
+                break;
+            }
+        }
+        let _ = wake.unbounded_send(target);
+    });
+    followers.insert(key(dm), follower);
+}
+
+async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Action, Error> {
+    let ctx = &reconciler.ctx;
+    if let Some(follower) = reconciler
+        .followers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key(dm))
+    {
+        follower.abort();
+    }
+    let api: Api<DockerMachine> =
+        Api::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default());
+    let old = dm.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    conditions::set(
+        &mut status.conditions,
+        reasons::CONTAINER_PROVISIONED,
+        Status::False,
+        reasons::DELETING,
+        "",
+        dm.meta().generation,
+        Timestamp::now(),
+    );
+    shared::write_status(&api, dm, &old, &status).await?;
+    let cluster_name = dm
+        .labels()
+        .get(CLUSTER_NAME_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let machine_name = shared::capi_owner(dm, "Machine").unwrap_or_default();
+    let container = container_name(dm, &cluster_name, &machine_name);
+    match crate::docker::find_owned(ctx.runtime.as_ref(), &container, &owner(dm)).await? {
+        Found::Ours(_) => {
+            ctx.runtime.remove_container(&container).await?;
+            shared::publish(
+                ctx,
+                dm,
+                EventType::Normal,
+                "ContainerDeleted",
+                format!("Removed node container {container}"),
+            )
+            .await;
+        }
+        Found::Absent => {}
+        Found::NotOurs(_) => {
+            shared::publish(
+                ctx,
+                dm,
+                EventType::Warning,
+                "ContainerNotOwned",
+                format!("Left container {container} alone: it is not this DockerMachine's"),
+            )
+            .await;
+        }
+    }
+    ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
+    Ok(Action::await_change())
+}

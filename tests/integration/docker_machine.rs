@@ -1,0 +1,345 @@
+//! The DockerMachine controller against the real apiserver and Docker engine, with the test
+//! node image, playing core Cluster API's part (Cluster, Machine, bootstrap Secret).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use capd::api::capi::{
+    Bootstrap, Cluster, ClusterSpec, ContractVersionedObjectReference, Machine, MachineSpec,
+};
+use capd::api::{DockerMachine, DockerMachineSpec};
+use capd::docker::ContainerRuntime;
+use capd::docker::engine::Engine;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::controller::RunningControllers;
+use crate::support::docker::NODE_IMAGE;
+use crate::support::{TestContext, crds, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const SENTINEL: &str =
+    "mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete";
+
+/// A Cluster whose infrastructure is provisioned, optionally with a control-plane reference and
+/// an initialized control plane, as core CAPI reports them.
+async fn cluster(
+    ctx: &TestContext,
+    name: &str,
+    control_plane_ref: bool,
+    initialized: bool,
+) -> Cluster {
+    let mut spec = ClusterSpec::default();
+    if control_plane_ref {
+        spec.control_plane_ref = ContractVersionedObjectReference {
+            kind: "KubeadmControlPlane".into(),
+            name: name.into(),
+            api_group: "controlplane.cluster.x-k8s.io".into(),
+        };
+    }
+    let cluster = ctx
+        .api::<Cluster>()
+        .create(&PostParams::default(), &Cluster::new(name, spec))
+        .await
+        .expect("Cluster");
+    let status = json!({"status": {
+        "initialization": {"infrastructureProvisioned": true},
+        "conditions": [{"type": "ControlPlaneInitialized", "status": if initialized { "True" } else { "False" },
+                        "reason": "Test", "message": "", "lastTransitionTime": "2026-11-01T00:00:00Z"}]
+    }});
+    ctx.api::<Cluster>()
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("Cluster status");
+    cluster
+}
+
+/// A Machine of `cluster` with its DockerMachine (owned by it, as core CAPI sets it) and, when
+/// `cloud_config` is given, its bootstrap data Secret.
+async fn machine(
+    ctx: &TestContext,
+    cluster: &str,
+    name: &str,
+    control_plane: bool,
+    cloud_config: Option<&str>,
+) -> DockerMachine {
+    let secret_name = format!("{name}-bootstrap");
+    if let Some(data) = cloud_config {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(secret_name.clone()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("value".to_owned(), ByteString(data.as_bytes().to_vec())),
+                ("format".to_owned(), ByteString(b"cloud-config".to_vec())),
+            ])),
+            ..Default::default()
+        };
+        ctx.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("Secret");
+    }
+    let mut labels = BTreeMap::from([(
+        "cluster.x-k8s.io/cluster-name".to_owned(),
+        cluster.to_owned(),
+    )]);
+    if control_plane {
+        labels.insert("cluster.x-k8s.io/control-plane".into(), String::new());
+    }
+    let mut m = Machine::new(
+        name,
+        MachineSpec {
+            cluster_name: cluster.into(),
+            bootstrap: Bootstrap {
+                data_secret_name: cloud_config.map(|_| secret_name),
+            },
+            infrastructure_ref: ContractVersionedObjectReference {
+                kind: "DockerMachine".into(),
+                name: name.into(),
+                api_group: "infrastructure.cluster.x-k8s.io".into(),
+            },
+            version: "v1.35.5".into(),
+            failure_domain: String::new(),
+        },
+    );
+    m.metadata.labels = Some(labels.clone());
+    let m = ctx
+        .api::<Machine>()
+        .create(&PostParams::default(), &m)
+        .await
+        .expect("Machine");
+    let mut dm = DockerMachine::new(
+        name,
+        DockerMachineSpec {
+            custom_image: NODE_IMAGE.into(),
+            ..Default::default()
+        },
+    );
+    dm.metadata.labels = Some(labels);
+    dm.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "cluster.x-k8s.io/v1beta2".into(),
+        kind: "Machine".into(),
+        name: name.into(),
+        uid: m.uid().unwrap(),
+        ..Default::default()
+    }]);
+    ctx.api::<DockerMachine>()
+        .create(&PostParams::default(), &dm)
+        .await
+        .expect("DockerMachine")
+}
+
+fn condition<'a>(dm: &'a DockerMachine, type_: &str) -> Option<&'a Condition> {
+    dm.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Waits until condition `type_` of DockerMachine `name` satisfies `check`.
+async fn wait_condition(
+    ctx: &TestContext,
+    name: &str,
+    type_: &str,
+    check: impl Fn(&Condition) -> bool,
+) -> DockerMachine {
+    wait_for(&format!("{type_} on {name}"), TIMEOUT, || async {
+        let dm = ctx.api::<DockerMachine>().get(name).await.ok()?;
+        condition(&dm, type_).is_some_and(&check).then_some(dm)
+    })
+    .await
+}
+
+async fn node_sh(name: &str, script: &str) -> String {
+    let engine = Engine::connect().await.unwrap();
+    let out = engine
+        .exec(name, &["/bin/sh".into(), "-c".into(), script.into()], None)
+        .await
+        .unwrap();
+    out.stdout
+}
+
+async fn started(label: &str) -> (TestContext, RunningControllers) {
+    let ctx = TestContext::new(label).await;
+    crds::install(&ctx.kube).await;
+    let controllers = RunningControllers::start(&ctx).await;
+    (ctx, controllers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
+    let (ctx, _controllers) = started("dm-cp").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, true, false).await;
+    let name = format!("{cluster_name}-cp");
+    let cloud_config = format!(
+        "#cloud-config\nwrite_files:\n- path: /etc/capd-test/kubeadm.yaml\n  content: hello\nruncmd:\n- echo ran >> /var/lib/capd-rs-test/runs\n- {SENTINEL}\n"
+    );
+    machine(&ctx, &cluster_name, &name, true, Some(&cloud_config)).await;
+
+    let dm = wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
+    assert_eq!(dm.spec.provider_id, format!("docker:////{name}"));
+    let status = dm.status.clone().unwrap();
+    assert_eq!(status.initialization.provisioned, Some(true));
+    let addresses: Vec<(String, String)> = status
+        .addresses
+        .iter()
+        .map(|a| (format!("{:?}", a.type_), a.address.clone()))
+        .collect();
+    assert_eq!(addresses[0], ("Hostname".to_owned(), name.clone()));
+    assert_eq!(addresses.len(), 3, "{addresses:?}");
+    for type_ in [
+        "ContainerProvisioned",
+        "CGroupsReady",
+        "PreLoadedImagesReady",
+        "BootstrapCompleted",
+    ] {
+        assert_eq!(
+            condition(&dm, type_).map(|c| c.status.as_str()),
+            Some("True"),
+            "{type_}"
+        );
+    }
+    let container = Engine::connect()
+        .await
+        .unwrap()
+        .inspect_container(&name)
+        .await
+        .unwrap()
+        .expect("node container");
+    assert_eq!(container.labels["io.x-k8s.kind.role"], "control-plane");
+    assert!(container.host_ports.contains_key("6443/tcp"));
+    assert_eq!(node_sh(&name, "cat /etc/capd-test/kubeadm.yaml /var/lib/capd-rs-test/runs; test -f /run/cluster-api/bootstrap-success.complete && echo done").await, "helloran\ndone\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_the_control_plane_then_for_its_data() {
+    let (ctx, _controllers) = started("dm-wait").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, true, false).await;
+    let name = format!("{cluster_name}-w");
+    machine(&ctx, &cluster_name, &name, false, None).await;
+    wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
+        c.reason == "WaitingForControlPlaneInitialized"
+    })
+    .await;
+
+    let initialized = json!({"status": {"conditions": [{"type": "ControlPlaneInitialized", "status": "True", "reason": "Test", "message": "", "lastTransitionTime": "2026-11-01T00:00:00Z"}]}});
+    ctx.api::<Cluster>()
+        .patch_status(
+            &cluster_name,
+            &PatchParams::default(),
+            &Patch::Merge(initialized),
+        )
+        .await
+        .unwrap();
+    wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
+        c.reason == "WaitingForBootstrapData"
+    })
+    .await;
+    assert!(
+        Engine::connect()
+            .await
+            .unwrap()
+            .inspect_container(&name)
+            .await
+            .unwrap()
+            .is_none(),
+        "a container without bootstrap data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_shows_in_the_condition() {
+    let (ctx, _controllers) = started("dm-fail").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    machine(
+        &ctx,
+        &cluster_name,
+        &name,
+        false,
+        Some("#cloud-config\nruncmd:\n- echo boom >&2; exit 3\n"),
+    )
+    .await;
+    let dm = wait_condition(&ctx, &name, "BootstrapCompleted", |c| c.reason == "Failed").await;
+    let message = &condition(&dm, "BootstrapCompleted").unwrap().message;
+    assert!(
+        message.contains("Step 1 of 1 failed with exit code 3") && message.contains("boom"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_restart_mid_bootstrap_runs_each_command_once() {
+    let ctx = TestContext::new("dm-restart").await;
+    crds::install(&ctx.kube).await;
+    let controllers = RunningControllers::start(&ctx).await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    let cloud_config = format!(
+        "#cloud-config\nruncmd:\n- echo start >> /var/lib/capd-rs-test/runs\n- sleep 3\n- echo end >> /var/lib/capd-rs-test/runs\n- {SENTINEL}\n"
+    );
+    machine(&ctx, &cluster_name, &name, false, Some(&cloud_config)).await;
+    wait_condition(&ctx, &name, "BootstrapCompleted", |c| {
+        c.reason == "NotCompleted" && c.message.starts_with("Running step")
+    })
+    .await;
+    controllers.stop().await;
+
+    let _restarted = RunningControllers::start(&ctx).await;
+    wait_condition(&ctx, &name, "BootstrapCompleted", |c| c.status == "True").await;
+    assert_eq!(
+        node_sh(&name, "cat /var/lib/capd-rs-test/runs").await,
+        "start\nend\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_machine_removes_its_container() {
+    let (ctx, _controllers) = started("dm-delete").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    machine(
+        &ctx,
+        &cluster_name,
+        &name,
+        false,
+        Some(&format!("#cloud-config\nruncmd:\n- {SENTINEL}\n")),
+    )
+    .await;
+    wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
+    ctx.api::<DockerMachine>()
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the DockerMachine to go", TIMEOUT, || async {
+        ctx.api::<DockerMachine>()
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        Engine::connect()
+            .await
+            .unwrap()
+            .inspect_container(&name)
+            .await
+            .unwrap()
+            .is_none(),
+        "the node container was left behind"
+    );
+}
