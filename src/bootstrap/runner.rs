@@ -65,6 +65,7 @@ fn script(total: usize) -> String {
 # of its output; "pid" the running runner. Safe to start again: finished steps are skipped.
 cd {DIR} || exit 1
 if [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then exit 0; fi
+[ -f started ] || date +%s > started
 echo $$ > pid
 rm -f failed
 i=$(( $(cat done 2>/dev/null || echo 0) + 1 ))
@@ -97,12 +98,25 @@ pub fn start_command() -> Vec<String> {
     vec!["/bin/sh".into(), format!("{DIR}/run.sh")]
 }
 
+/// The command that stops a runner that has taken too long, recording the step it was on as
+/// failed with exit code 124 (as `timeout` reports it) and `reason` as its output.
+pub fn abort_command(reason: &str) -> Vec<String> {
+    let script = format!(
+        "cd {DIR} || exit 1; if [ -f pid ]; then kill \"$(cat pid)\" 2>/dev/null; rm -f pid; fi; \
+         step=$(( $(cat done 2>/dev/null || echo 0) + 1 )); \
+         {{ echo \"$step 124\"; echo {}; }} > failed.tmp && mv failed.tmp failed",
+        quote_always(reason)
+    );
+    vec!["/bin/sh".into(), "-c".into(), script]
+}
+
 /// The command that reports the runner's progress; its output is read by [`parse_progress`].
 pub fn progress_command() -> Vec<String> {
     let report = format!(
         "cd {DIR} 2>/dev/null || {{ echo absent; exit 0; }}; \
          echo \"done $(cat done 2>/dev/null || echo 0)\"; \
          echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
+         if [ -f started ]; then echo \"elapsed $(( $(date +%s) - $(cat started) ))\"; fi; \
          if [ -f pid ] && kill -0 \"$(cat pid)\" 2>/dev/null; then echo running; fi; \
          if [ -f {SUCCESS_SENTINEL} ]; then echo succeeded; fi; \
          if [ -f failed ]; then echo failed; cat failed; fi"
@@ -119,6 +133,8 @@ pub struct Progress {
     pub done: usize,
     /// How many steps there are.
     pub total: usize,
+    /// Seconds since the runner first started.
+    pub elapsed_seconds: u64,
     /// The runner is running.
     pub running: bool,
     /// The success sentinel exists.
@@ -152,6 +168,8 @@ pub fn parse_progress(output: &str) -> Progress {
                     progress.done = done.trim().parse().unwrap_or(0);
                 } else if let Some(total) = other.strip_prefix("total ") {
                     progress.total = total.trim().parse().unwrap_or(0);
+                } else if let Some(elapsed) = other.strip_prefix("elapsed ") {
+                    progress.elapsed_seconds = elapsed.trim().parse().unwrap_or(0);
                 }
             }
         }
@@ -208,8 +226,8 @@ mod tests {
     #[test]
     fn progress_is_parsed() {
         assert_eq!(parse_progress("absent\n"), Progress::default());
-        let p = parse_progress("done 3\ntotal 5\nrunning\n");
-        assert_eq!(p.total, 5);
+        let p = parse_progress("done 3\ntotal 5\nelapsed 42\nrunning\n");
+        assert_eq!((p.total, p.elapsed_seconds), (5, 42));
         assert_eq!(
             (
                 p.installed,

@@ -41,6 +41,8 @@ use crate::docker::{ContainerRuntime, Found, node_bootstrap};
 const KIND: &str = "DockerMachine";
 /// How often the follower reads the node's boot and bootstrap progress.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
+const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the follower waits for a node to boot.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -667,6 +669,36 @@ async fn provision(
         );
         return Ok(Action::await_change());
     }
+    let timeout = bootstrap_timeout(dm);
+    if progress.installed
+        && progress.failed.is_none()
+        && progress.elapsed_seconds > timeout.as_secs()
+    {
+        let reason = format!(
+            "the bootstrap did not complete within bootstrapTimeout ({}s)",
+            timeout.as_secs()
+        );
+        node_bootstrap::abort(runtime, &container, &reason)
+            .await
+            .map_err(|e| {
+                (
+                    "BootstrapFailed",
+                    format!("Cannot stop the bootstrap in {container}: {e}"),
+                )
+            })?;
+        let message = format!(
+            "Step {} of {} did not complete: {reason}",
+            progress.done + 1,
+            progress.total
+        );
+        out.set(
+            reasons::BOOTSTRAP_COMPLETED,
+            Status::False,
+            reasons::FAILED,
+            &message,
+        );
+        return Err(("BootstrapTimedOut", message));
+    }
     if let Some((step, code, tail)) = &progress.failed {
         let message = format!(
             "Step {step} of {} failed with exit code {code}:\n{tail}",
@@ -742,6 +774,16 @@ async fn provision(
     Ok(Action::await_change())
 }
 
+/// `spec.bootstrapTimeout`, 5 minutes when unset (the webhook refuses invalid values; one stored
+/// before it was installed also falls back to the default).
+fn bootstrap_timeout(dm: &DockerMachine) -> Duration {
+    dm.spec
+        .bootstrap_timeout
+        .as_deref()
+        .and_then(|t| crate::formats::positive_duration(t).ok())
+        .unwrap_or(DEFAULT_BOOTSTRAP_TIMEOUT)
+}
+
 /// The image for the machine: `customImage`, or kind's image for its Kubernetes version.
 fn image_for(dm: &DockerMachine, machine: &Machine) -> Result<Mapping, String> {
     match (machine.spec.version.as_str(), dm.spec.custom_image.as_str()) {
@@ -809,11 +851,12 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str) {
     }
     let runtime = reconciler.ctx.runtime.clone();
     let wake = reconciler.wake.clone();
+    let timeout = bootstrap_timeout(dm).as_secs();
     let target = ObjectRef::from_obj(dm);
     let container = container.to_owned();
     let follower = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let mut last: Option<(bool, bool, usize, bool)> = None;
+        let mut last: Option<(bool, bool, usize, bool, u64)> = None;
         loop {
             tokio::time::sleep(FOLLOW_EVERY).await;
             let progress = match node_bootstrap::progress(runtime.as_ref(), &container).await {
@@ -821,11 +864,13 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str) {
                 Err(_) => break,
             };
             let booted_now = progress.installed || booted(runtime.as_ref(), &container).await;
+            // Crossing the bootstrap timeout is news too: the reconciler stops the runner.
             let seen = (
                 booted_now,
                 progress.installed,
                 progress.done,
                 progress.succeeded || progress.failed.is_some(),
+                u64::from(progress.elapsed_seconds > timeout),
             );
             if last != Some(seen) {
                 last = Some(seen);

@@ -35,6 +35,21 @@ pub async fn start(runtime: &dyn ContainerRuntime, name: &str) -> Result<(), Doc
     runtime.exec_detached(name, &runner::start_command()).await
 }
 
+/// Stops the runner in container `name` and records the step it was on as failed with `reason`.
+pub async fn abort(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    reason: &str,
+) -> Result<(), DockerError> {
+    check(
+        runtime
+            .exec(name, &runner::abort_command(reason), None)
+            .await?,
+        "stopping the bootstrap",
+    )
+    .map(drop)
+}
+
 /// Where the bootstrap in container `name` stands.
 pub async fn progress(runtime: &dyn ContainerRuntime, name: &str) -> Result<Progress, DockerError> {
     let output = runtime

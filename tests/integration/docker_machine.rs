@@ -66,6 +66,7 @@ async fn machine(
     name: &str,
     control_plane: bool,
     cloud_config: Option<&str>,
+    bootstrap_timeout: Option<&str>,
 ) -> DockerMachine {
     let secret_name = format!("{name}-bootstrap");
     if let Some(data) = cloud_config {
@@ -118,6 +119,7 @@ async fn machine(
         name,
         DockerMachineSpec {
             custom_image: NODE_IMAGE.into(),
+            bootstrap_timeout: bootstrap_timeout.map(str::to_owned),
             ..Default::default()
         },
     );
@@ -182,7 +184,7 @@ async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
     let cloud_config = format!(
         "#cloud-config\nwrite_files:\n- path: /etc/capd-test/kubeadm.yaml\n  content: hello\nruncmd:\n- echo ran >> /var/lib/capd-rs-test/runs\n- {SENTINEL}\n"
     );
-    machine(&ctx, &cluster_name, &name, true, Some(&cloud_config)).await;
+    machine(&ctx, &cluster_name, &name, true, Some(&cloud_config), None).await;
 
     let dm = wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
     assert_eq!(dm.spec.provider_id, format!("docker:////{name}"));
@@ -225,7 +227,7 @@ async fn a_worker_waits_for_the_control_plane_then_for_its_data() {
     let cluster_name = ctx.name("c");
     cluster(&ctx, &cluster_name, true, false).await;
     let name = format!("{cluster_name}-w");
-    machine(&ctx, &cluster_name, &name, false, None).await;
+    machine(&ctx, &cluster_name, &name, false, None, None).await;
     wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
         c.reason == "WaitingForControlPlaneInitialized"
     })
@@ -268,6 +270,7 @@ async fn a_failing_command_shows_in_the_condition() {
         &name,
         false,
         Some("#cloud-config\nruncmd:\n- echo boom >&2; exit 3\n"),
+        None,
     )
     .await;
     let dm = wait_condition(&ctx, &name, "BootstrapCompleted", |c| c.reason == "Failed").await;
@@ -289,7 +292,7 @@ async fn a_manager_restart_mid_bootstrap_runs_each_command_once() {
     let cloud_config = format!(
         "#cloud-config\nruncmd:\n- echo start >> /var/lib/capd-rs-test/runs\n- sleep 3\n- echo end >> /var/lib/capd-rs-test/runs\n- {SENTINEL}\n"
     );
-    machine(&ctx, &cluster_name, &name, false, Some(&cloud_config)).await;
+    machine(&ctx, &cluster_name, &name, false, Some(&cloud_config), None).await;
     wait_condition(&ctx, &name, "BootstrapCompleted", |c| {
         c.reason == "NotCompleted" && c.message.starts_with("Running step")
     })
@@ -316,6 +319,7 @@ async fn deleting_a_machine_removes_its_container() {
         &name,
         false,
         Some(&format!("#cloud-config\nruncmd:\n- {SENTINEL}\n")),
+        None,
     )
     .await;
     wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
@@ -341,5 +345,33 @@ async fn deleting_a_machine_removes_its_container() {
             .unwrap()
             .is_none(),
         "the node container was left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
+    let (ctx, _controllers) = started("dm-timeout").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    let cloud_config = "#cloud-config\nruncmd:\n- sleep 60\n- touch /tmp/after\n";
+    machine(
+        &ctx,
+        &cluster_name,
+        &name,
+        false,
+        Some(cloud_config),
+        Some("2s"),
+    )
+    .await;
+    let dm = wait_condition(&ctx, &name, "BootstrapCompleted", |c| c.reason == "Failed").await;
+    let message = &condition(&dm, "BootstrapCompleted").unwrap().message;
+    assert!(
+        message.contains("did not complete within bootstrapTimeout (2s)"),
+        "{message}"
+    );
+    assert_eq!(
+        node_sh(&name, "test -e /tmp/after && echo ran || echo stopped").await,
+        "stopped\n"
     );
 }
