@@ -6,6 +6,7 @@
 #   LOCAL_API_PORT         the apiserver's port on 127.0.0.1 (default 16443; etcd uses the next two)
 #   LOCAL_WEBHOOK_PORT     the manager's webhook port (default 9443)
 #   CAPD_RS_FEATURE_GATES  passed to the manager's --feature-gates (e.g. ClusterTopology=true)
+#   CAPD_RS_PRIVILEGED_NODES  false where the engine refuses privileged containers (default true)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
@@ -104,6 +105,6 @@ sed -e '/^    service:$/d' -e '/^      name: webhook-service$/d' -e '/^      nam
 log "control plane ready: export KUBECONFIG=$KUBECONFIG  (kubectl get dockerclusters -A)"
 log "starting the manager, webhooks on https://127.0.0.1:$LOCAL_WEBHOOK_PORT (Ctrl+C stops everything)"
 target/debug/manager --webhook-port "$LOCAL_WEBHOOK_PORT" --webhook-cert-dir "$certs" \
-  --feature-gates "${CAPD_RS_FEATURE_GATES:-}" &
+  --feature-gates "${CAPD_RS_FEATURE_GATES:-}" --privileged-nodes "${CAPD_RS_PRIVILEGED_NODES:-true}" &
 pids+=($!)
 wait -n "${pids[@]}"
