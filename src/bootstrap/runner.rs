@@ -113,7 +113,7 @@ pub fn abort_command(reason: &str) -> Vec<String> {
 /// The command that reports the runner's progress; its output is read by [`parse_progress`].
 pub fn progress_command() -> Vec<String> {
     let report = format!(
-        "cd {DIR} 2>/dev/null || {{ echo absent; exit 0; }}; \
+        "[ -f {DIR}/run.sh ] && cd {DIR} || {{ echo absent; exit 0; }}; \
          echo \"done $(cat done 2>/dev/null || echo 0)\"; \
          echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
          if [ -f started ]; then echo \"elapsed $(( $(date +%s) - $(cat started) ))\"; fi; \

@@ -72,6 +72,9 @@ struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerMachine>>,
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    loaders: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The last image-loading failure per machine, reported once by the next reconcile.
+    load_failures: Arc<Mutex<HashMap<String, String>>>,
     wake: mpsc::UnboundedSender<ObjectRef<DockerMachine>>,
 }
 
@@ -98,6 +101,8 @@ pub async fn run(
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
         followers: Mutex::default(),
+        loaders: Mutex::default(),
+        load_failures: Arc::default(),
         wake,
         ctx: ctx.clone(),
     });
@@ -134,13 +139,10 @@ pub async fn run(
             }
         })
         .await;
-    for (_, follower) in reconciler
-        .followers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-    {
-        follower.abort();
+    for tasks in [&reconciler.followers, &reconciler.loaders] {
+        for (_, task) in tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            task.abort();
+        }
     }
 }
 
@@ -622,17 +624,47 @@ async fn provision(
     }
     out.set(reasons::CGROUPS_READY, Status::True, reasons::READY, "");
 
-    // 4. Images to pre-load.
-    if !dm.spec.pre_load_images.is_empty() {
-        let message = "preLoadImages is not supported by capd-rs yet";
+    // 4. Images to pre-load, loaded in the background; what is loaded is recorded in the node.
+    let images = &dm.spec.pre_load_images;
+    let missing = node_bootstrap::images_to_load(runtime, &container, images)
+        .await
+        .map_err(|e| {
+            (
+                "PreLoadImagesFailed",
+                format!("Cannot read the pre-loaded images of {container}: {e}"),
+            )
+        })?;
+    if !missing.is_empty() {
+        let failure = reconciler
+            .load_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key(dm));
+        if let Some(message) = failure {
+            out.set(
+                reasons::PRELOADED_IMAGES_READY,
+                Status::False,
+                reasons::NOT_READY,
+                &message,
+            );
+            out.waiting(reasons::PRELOADED_IMAGES_READY, "WaitingForPreloadedImages");
+            return Err(("PreLoadImagesFailed", message));
+        }
+        load_images(reconciler, dm, &container, missing.clone());
+        let message = format!(
+            "Loading image {} of {}: {}",
+            images.len() - missing.len() + 1,
+            images.len(),
+            missing[0]
+        );
         out.set(
             reasons::PRELOADED_IMAGES_READY,
             Status::False,
             reasons::NOT_READY,
-            message,
+            &message,
         );
         out.waiting(reasons::PRELOADED_IMAGES_READY, "WaitingForPreloadedImages");
-        return Err(("PreLoadImagesUnsupported", message.to_owned()));
+        return Ok(Action::await_change());
     }
     out.set(
         reasons::PRELOADED_IMAGES_READY,
@@ -887,8 +919,49 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str) {
     followers.insert(key(dm), follower);
 }
 
+/// Starts (once) the background task that loads `images` into the node, then wakes the
+/// reconciler; a failure is kept for it to report.
+fn load_images(
+    reconciler: &Arc<Reconciler>,
+    dm: &DockerMachine,
+    container: &str,
+    images: Vec<String>,
+) {
+    let mut loaders = reconciler.loaders.lock().unwrap_or_else(|e| e.into_inner());
+    if loaders.get(&key(dm)).is_some_and(|l| !l.is_finished()) {
+        return;
+    }
+    let runtime = reconciler.ctx.runtime.clone();
+    let wake = reconciler.wake.clone();
+    let failures = reconciler.load_failures.clone();
+    let (target, machine, container) = (ObjectRef::from_obj(dm), key(dm), container.to_owned());
+    let loader = tokio::spawn(async move {
+        for image in images {
+            if let Err(e) = node_bootstrap::load_image(runtime.as_ref(), &container, &image).await {
+                let message = format!("Cannot pre-load image {image}: {e}");
+                failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(machine, message);
+                break;
+            }
+            let _ = wake.unbounded_send(target.clone());
+        }
+        let _ = wake.unbounded_send(target);
+    });
+    loaders.insert(key(dm), loader);
+}
+
 async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Action, Error> {
     let ctx = &reconciler.ctx;
+    if let Some(loader) = reconciler
+        .loaders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key(dm))
+    {
+        loader.abort();
+    }
     if let Some(follower) = reconciler
         .followers
         .lock()

@@ -377,6 +377,13 @@ impl ContainerRuntime for Engine {
         }
     }
 
+    fn save_image(&self, image: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        self.docker
+            .export_image(image)
+            .map(|chunk| chunk.map_err(convert))
+            .boxed()
+    }
+
     fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(image)

@@ -182,6 +182,17 @@ impl ContainerRuntime for FakeRuntime {
         Ok(self.state().images.contains(image))
     }
 
+    fn save_image(&self, image: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        let result = if self.state().images.contains(image) {
+            Ok(bytes::Bytes::from(format!("archive of {image}")))
+        } else {
+            Err(DockerError::Engine(format!(
+                "reference does not exist: {image}"
+            )))
+        };
+        futures::stream::iter([result]).boxed()
+    }
+
     fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>> {
         let mut state = self.state();
         state.pulls += 1;

@@ -147,6 +147,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn logs(&self, name: &str) -> Result<String, DockerError>;
     /// Whether the image is present in the engine.
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
+    /// The image as a tar archive (`docker save`), for loading it into a node.
+    fn save_image(&self, image: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>>;
     /// Pulls an image; the stream ends after the last progress report, or with the error.
     fn pull_image(&self, image: &str) -> BoxStream<'static, Result<PullProgress, DockerError>>;
     /// Creates the Docker network `name` (a bridge, as kind makes it) unless it exists.

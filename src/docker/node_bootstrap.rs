@@ -1,5 +1,6 @@
 //! Runs a bootstrap [`Plan`] in a node container through the in-node runner
-//! ([`crate::bootstrap::runner`]): install its files, start it detached, read its progress.
+//! ([`crate::bootstrap::runner`]): install its files, start it detached, read its progress;
+//! and pre-loads images into the node's containerd.
 
 use super::{ContainerRuntime, DockerError};
 use crate::bootstrap::Plan;
@@ -68,4 +69,63 @@ fn check(output: super::ExecOutput, what: &str) -> Result<super::ExecOutput, Doc
         output.exit_code,
         output.stderr.trim()
     )))
+}
+
+/// The file in the node that lists the images already loaded, one per line.
+pub const PRELOADED: &str = "/run/cluster-api/capd-rs/preloaded-images";
+
+/// The images of `images` not yet loaded into container `name`.
+pub async fn images_to_load(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    images: &[String],
+) -> Result<Vec<String>, DockerError> {
+    let list = [
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        format!("cat {PRELOADED} 2>/dev/null || true"),
+    ];
+    let loaded = check(
+        runtime.exec(name, &list, None).await?,
+        "reading the pre-loaded images",
+    )?
+    .stdout;
+    let loaded: Vec<&str> = loaded.lines().collect();
+    Ok(images
+        .iter()
+        .filter(|i| !loaded.contains(&i.as_str()))
+        .cloned()
+        .collect())
+}
+
+/// Loads `image` from the engine into container `name` (`docker save` into
+/// `ctr --namespace=k8s.io images import -`), then records it as loaded.
+pub async fn load_image(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    image: &str,
+) -> Result<(), DockerError> {
+    use futures::StreamExt;
+    let mut archive = Vec::new();
+    let mut chunks = runtime.save_image(image);
+    while let Some(chunk) = chunks.next().await {
+        archive.extend_from_slice(&chunk?);
+    }
+    let import = ["ctr", "--namespace=k8s.io", "images", "import", "-"].map(String::from);
+    check(
+        runtime.exec(name, &import, Some(&archive)).await?,
+        &format!("importing {image}"),
+    )?;
+    let record = [
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        format!("mkdir -p {} && echo \"$1\" >> {PRELOADED}", runner::DIR),
+        "sh".to_owned(),
+        image.to_owned(),
+    ];
+    check(
+        runtime.exec(name, &record, None).await?,
+        "recording the pre-loaded image",
+    )
+    .map(drop)
 }

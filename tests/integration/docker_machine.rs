@@ -68,6 +68,23 @@ async fn machine(
     cloud_config: Option<&str>,
     bootstrap_timeout: Option<&str>,
 ) -> DockerMachine {
+    let spec = DockerMachineSpec {
+        custom_image: NODE_IMAGE.into(),
+        bootstrap_timeout: bootstrap_timeout.map(str::to_owned),
+        ..Default::default()
+    };
+    machine_with_spec(ctx, cluster, name, control_plane, cloud_config, spec).await
+}
+
+/// As [`machine`], with the DockerMachine's spec given.
+async fn machine_with_spec(
+    ctx: &TestContext,
+    cluster: &str,
+    name: &str,
+    control_plane: bool,
+    cloud_config: Option<&str>,
+    spec: DockerMachineSpec,
+) -> DockerMachine {
     let secret_name = format!("{name}-bootstrap");
     if let Some(data) = cloud_config {
         let secret = Secret {
@@ -115,14 +132,7 @@ async fn machine(
         .create(&PostParams::default(), &m)
         .await
         .expect("Machine");
-    let mut dm = DockerMachine::new(
-        name,
-        DockerMachineSpec {
-            custom_image: NODE_IMAGE.into(),
-            bootstrap_timeout: bootstrap_timeout.map(str::to_owned),
-            ..Default::default()
-        },
-    );
+    let mut dm = DockerMachine::new(name, spec);
     dm.metadata.labels = Some(labels);
     dm.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "cluster.x-k8s.io/v1beta2".into(),
@@ -373,5 +383,30 @@ async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
     assert_eq!(
         node_sh(&name, "test -e /tmp/after && echo ran || echo stopped").await,
         "stopped\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pre_loaded_into_the_node() {
+    let (ctx, _controllers) = started("dm-preload").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    let spec = DockerMachineSpec {
+        custom_image: NODE_IMAGE.into(),
+        pre_load_images: vec![NODE_IMAGE.into()],
+        ..Default::default()
+    };
+    let cloud_config = format!("#cloud-config\nruncmd:\n- {SENTINEL}\n");
+    machine_with_spec(&ctx, &cluster_name, &name, false, Some(&cloud_config), spec).await;
+    wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
+    // The test image's ctr records each import: one archive, not empty.
+    let imported = node_sh(&name, "cat /var/lib/capd-rs-test/imported-images").await;
+    let lines: Vec<&str> = imported.lines().collect();
+    assert_eq!(lines.len(), 1, "{imported}");
+    let size: u64 = lines[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        size > 1_000_000,
+        "the archive is too small to be the image: {size} bytes"
     );
 }
