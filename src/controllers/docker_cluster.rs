@@ -15,7 +15,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -63,15 +62,8 @@ pub async fn run(
         .concurrency(ctx.settings.docker_cluster_concurrency);
     // Status-only changes (our own writes) do not trigger reconciles: only what the reconciler
     // acts on does, so a changing condition message cannot drive a write-reconcile loop.
-    let (reader, writer) = reflector::store();
-    let docker_clusters = watcher(
-        docker_clusters,
-        ctx.settings.watcher_config().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(shared::acted_on, PredicateConfig::default());
+    let (reader, docker_clusters) =
+        shared::watch_acted_on(docker_clusters, ctx.settings.watcher_config());
     let (reconcile_all, all) = mpsc::unbounded();
     tokio::spawn(forward_container_events(
         ctx.clone(),
@@ -162,15 +154,8 @@ fn error_policy(dc: Arc<DockerCluster>, error: &Error, reconciler: Arc<Reconcile
 }
 
 async fn reconcile(dc: Arc<DockerCluster>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
-    let (namespace, name) = (dc.namespace().unwrap_or_default(), dc.name_any());
-    let ctx = &reconciler.ctx;
     let result = reconcile_guarded(&dc, &reconciler).await;
-    if dc.meta().deletion_timestamp.is_some() && result.is_ok() {
-        // Deleted (the finalizer is gone): nothing to count any more.
-        ctx.forget(KIND, &namespace, &name);
-    } else {
-        ctx.count_reconcile(KIND, &namespace, &name);
-    }
+    shared::record_reconcile(&reconciler.ctx, KIND, dc.as_ref(), &result);
     result
 }
 

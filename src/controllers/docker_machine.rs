@@ -20,7 +20,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -106,15 +105,7 @@ pub async fn run(
         wake,
         ctx: ctx.clone(),
     });
-    let (reader, writer) = reflector::store();
-    let stream = watcher(
-        docker_machines,
-        ctx.settings.watcher_config().any_semantic(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(shared::acted_on, PredicateConfig::default());
+    let (reader, stream) = shared::watch_acted_on(docker_machines, ctx.settings.watcher_config());
     let store = reader.clone();
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.docker_machine_concurrency);
@@ -184,13 +175,8 @@ fn error_policy(dm: Arc<DockerMachine>, error: &Error, reconciler: Arc<Reconcile
 }
 
 async fn reconcile(dm: Arc<DockerMachine>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
-    let (namespace, name) = (dm.namespace().unwrap_or_default(), dm.name_any());
     let result = reconcile_guarded(&dm, &reconciler).await;
-    if dm.meta().deletion_timestamp.is_some() && result.is_ok() {
-        reconciler.ctx.forget(KIND, &namespace, &name);
-    } else {
-        reconciler.ctx.count_reconcile(KIND, &namespace, &name);
-    }
+    shared::record_reconcile(&reconciler.ctx, KIND, dm.as_ref(), &result);
     result
 }
 

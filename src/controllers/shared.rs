@@ -11,6 +11,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::warn;
 
+use futures::Stream;
+use kube::runtime::reflector::Store;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+
 use super::{Context, Error};
 use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
 
@@ -54,6 +58,51 @@ pub fn acted_on(obj: &impl Resource) -> Option<u64> {
         (&owner.api_version, &owner.kind, &owner.name, &owner.uid).hash(&mut hasher);
     }
     Some(hasher.finish())
+}
+
+/// The stream of a controller's primary objects: watched with `config`, cached in the returned
+/// store, and filtered by [`acted_on`] so status-only changes do not trigger reconciles.
+pub fn watch_acted_on<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config.any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(acted_on, PredicateConfig::default());
+    (reader, stream)
+}
+
+/// Records a finished reconcile of `obj` (a `kind`): counted, or forgotten once it is deleted.
+pub fn record_reconcile<K: Resource, T, E>(
+    ctx: &Context,
+    kind: &str,
+    obj: &K,
+    result: &Result<T, E>,
+) {
+    let (namespace, name) = (
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+    );
+    if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
+        ctx.forget(kind, &namespace, &name);
+    } else {
+        ctx.count_reconcile(kind, &namespace, &name);
+    }
 }
 
 /// Writes `new` through the status subresource of `obj` when it differs from `old`, as a merge
