@@ -43,15 +43,10 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.kube.clone();
-    let (clusters, docker_clusters): (Api<Cluster>, Api<DockerCluster>) =
-        match &ctx.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
-        };
+    let (clusters, docker_clusters) = (
+        shared::watched_api::<Cluster>(&ctx),
+        shared::watched_api::<DockerCluster>(&ctx),
+    );
     let (wake, woken) = mpsc::unbounded();
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),

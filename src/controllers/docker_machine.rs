@@ -29,7 +29,7 @@ use super::conditions::{self, Status, names};
 use super::{Context, Error, shared};
 use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use crate::api::common::{MachineAddress, MachineAddressType};
-use crate::api::{DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
+use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
 use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
@@ -82,20 +82,6 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.kube.clone();
-    let (machines, clusters, docker_machines): (Api<Machine>, Api<Cluster>, Api<DockerMachine>) =
-        match &ctx.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client),
-            ),
-        };
     let (wake, woken) = mpsc::unbounded();
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
@@ -105,19 +91,46 @@ pub async fn run(
         wake,
         ctx: ctx.clone(),
     });
-    let (reader, stream) = shared::watch_acted_on(docker_machines, ctx.settings.watcher_config());
-    let store = reader.clone();
+    let (reader, stream) = shared::watch_acted_on(
+        shared::watched_api::<DockerMachine>(&ctx),
+        ctx.settings.watcher_config(),
+    );
+    let (clusters_store, docker_clusters_store) = (reader.clone(), reader.clone());
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.docker_machine_concurrency);
     Controller::for_stream(stream, reader)
         .watches(
-            machines,
+            shared::watched_api::<Machine>(&ctx),
             ctx.settings.watcher_config(),
             machine_to_docker_machine,
         )
-        .watches(clusters, ctx.settings.watcher_config(), move |cluster| {
-            cluster_to_docker_machines(&store, &cluster)
-        })
+        .watches(
+            shared::watched_api::<Cluster>(&ctx),
+            ctx.settings.watcher_config(),
+            move |cluster| {
+                cluster_to_docker_machines(
+                    &clusters_store,
+                    &cluster.namespace().unwrap_or_default(),
+                    &cluster.name_any(),
+                )
+            },
+        )
+        .watches(
+            shared::watched_api::<DockerCluster>(&ctx),
+            ctx.settings.watcher_config(),
+            move |dc| {
+                let cluster = dc
+                    .labels()
+                    .get(CLUSTER_NAME_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
+                cluster_to_docker_machines(
+                    &docker_clusters_store,
+                    &dc.namespace().unwrap_or_default(),
+                    &cluster,
+                )
+            },
+        )
         .reconcile_on(woken)
         .with_config(config)
         .graceful_shutdown_on(shutdown.shared())
@@ -144,18 +157,22 @@ fn machine_to_docker_machine(machine: Machine) -> Option<ObjectRef<DockerMachine
         .then(|| ObjectRef::new(&infra.name).within(&machine.namespace().unwrap_or_default()))
 }
 
-/// A Cluster maps to every DockerMachine labelled with its name in its namespace.
+/// A Cluster (or its DockerCluster) maps to every DockerMachine labelled with the cluster's
+/// name in its namespace.
 fn cluster_to_docker_machines(
     store: &Store<DockerMachine>,
-    cluster: &Cluster,
+    namespace: &str,
+    cluster: &str,
 ) -> Vec<ObjectRef<DockerMachine>> {
-    let namespace = cluster.namespace().unwrap_or_default();
+    if cluster.is_empty() {
+        return Vec::new();
+    }
     store
         .state()
         .iter()
         .filter(|dm| {
-            dm.namespace().as_deref() == Some(namespace.as_str())
-                && dm.labels().get(CLUSTER_NAME_LABEL) == Some(&cluster.name_any())
+            dm.namespace().as_deref() == Some(namespace)
+                && dm.labels().get(CLUSTER_NAME_LABEL).map(String::as_str) == Some(cluster)
         })
         .map(|dm| ObjectRef::from_obj(dm.as_ref()))
         .collect()

@@ -60,6 +60,17 @@ pub fn acted_on(obj: &impl Resource) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// An API for `K` over the namespace the manager watches (`--namespace`), or all of them.
+pub fn watched_api<K>(ctx: &Context) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.kube.clone(), ns),
+        None => Api::all(ctx.kube.clone()),
+    }
+}
+
 /// The stream of a controller's primary objects: watched with `config`, cached in the returned
 /// store, and filtered by [`acted_on`] so status-only changes do not trigger reconciles.
 pub fn watch_acted_on<K>(

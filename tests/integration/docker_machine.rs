@@ -98,10 +98,16 @@ async fn machine_with_spec(
             ])),
             ..Default::default()
         };
-        ctx.api::<Secret>()
+        // A test may have created the Secret with bad data already; that one is kept.
+        match ctx
+            .api::<Secret>()
             .create(&PostParams::default(), &secret)
             .await
-            .expect("Secret");
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("Secret: {e}"),
+        }
     }
     let mut labels = BTreeMap::from([(
         "cluster.x-k8s.io/cluster-name".to_owned(),
@@ -409,4 +415,94 @@ async fn images_are_pre_loaded_into_the_node() {
         size > 1_000_000,
         "the archive is too small to be the image: {size} bytes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bootstrap_data_is_named_in_the_condition_without_container_churn() {
+    let (ctx, _controllers) = started("dm-baddata").await;
+    let cluster_name = ctx.name("c");
+    cluster(&ctx, &cluster_name, false, false).await;
+    let cases: [(&str, BTreeMap<String, ByteString>, &str); 3] = [
+        (
+            "novalue",
+            BTreeMap::from([("format".to_owned(), ByteString(b"cloud-config".to_vec()))]),
+            "has no key \"value\"",
+        ),
+        (
+            "format",
+            BTreeMap::from([
+                ("value".to_owned(), ByteString(b"#cloud-config\n".to_vec())),
+                ("format".to_owned(), ByteString(b"yaml".to_vec())),
+            ]),
+            "yaml",
+        ),
+        (
+            "notyaml",
+            BTreeMap::from([(
+                "value".to_owned(),
+                ByteString(b"write_files: [unclosed".to_vec()),
+            )]),
+            "YAML",
+        ),
+    ];
+    for (suffix, data, expected) in cases {
+        let name = format!("{cluster_name}-{suffix}");
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{name}-bootstrap")),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
+        ctx.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        machine(&ctx, &cluster_name, &name, false, Some("unused"), None).await;
+        let dm = wait_condition(&ctx, &name, "BootstrapCompleted", |c| {
+            c.message.contains("Bootstrap data Secret")
+        })
+        .await;
+        let message = &condition(&dm, "BootstrapCompleted").unwrap().message;
+        assert!(message.contains(expected), "{suffix}: {message}");
+        let container = Engine::connect()
+            .await
+            .unwrap()
+            .inspect_container(&name)
+            .await
+            .unwrap()
+            .expect("the node container stays");
+        assert!(container.running, "{suffix}: the container was stopped");
+    }
+    let events = ctx
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let reasons: Vec<_> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "BootstrapDataInvalid"),
+        "{reasons:?}"
+    );
+    let created: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ContainerCreated"))
+        .collect();
+    assert_eq!(
+        created.len(),
+        3,
+        "one creation event per machine: {reasons:?}"
+    );
+    for event in created {
+        assert!(
+            event.series.is_none() && event.count.unwrap_or(1) == 1,
+            "a container was created again: {event:?}"
+        );
+    }
 }
