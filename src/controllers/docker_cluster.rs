@@ -204,11 +204,7 @@ async fn reconcile_guarded(
 }
 
 fn owner(dc: &DockerCluster) -> Owner {
-    Owner {
-        kind: KIND.into(),
-        namespace: dc.namespace().unwrap_or_default(),
-        name: dc.name_any(),
-    }
+    Owner::of(KIND, dc)
 }
 
 async fn apply(

@@ -274,11 +274,7 @@ async fn reconcile_guarded(
 }
 
 fn owner(dm: &DockerMachine) -> Owner {
-    Owner {
-        kind: KIND.into(),
-        namespace: dm.namespace().unwrap_or_default(),
-        name: dm.name_any(),
-    }
+    Owner::of(KIND, dm)
 }
 
 /// The node container's name: recorded in `providerID` once known, else derived as CAPD does.
@@ -608,12 +604,7 @@ async fn provision(
     // 3. The node's boot, read from the node (a follower wakes us when it has booted).
     let progress = node_bootstrap::progress(runtime, &container)
         .await
-        .map_err(|e| {
-            (
-                "BootstrapFailed",
-                format!("Cannot read the bootstrap progress of {container}: {e}"),
-            )
-        })?;
+        .map_err(bootstrap_error("read the progress of", &container))?;
     if !progress.installed && !booted(runtime, &container).await {
         out.set(
             reasons::CGROUPS_READY,
@@ -715,12 +706,7 @@ async fn provision(
         );
         node_bootstrap::abort(runtime, &container, &reason)
             .await
-            .map_err(|e| {
-                (
-                    "BootstrapFailed",
-                    format!("Cannot stop the bootstrap in {container}: {e}"),
-                )
-            })?;
+            .map_err(bootstrap_error("stop", &container))?;
         let message = format!(
             "Step {} of {} did not complete: {reason}",
             progress.done + 1,
@@ -768,12 +754,9 @@ async fn provision(
             node_bootstrap::install(runtime, &container, &plan).await?;
             node_bootstrap::start(runtime, &container).await
         };
-        started.await.map_err(|e| {
-            (
-                "BootstrapFailed",
-                format!("Cannot start the bootstrap in {container}: {e}"),
-            )
-        })?;
+        started
+            .await
+            .map_err(bootstrap_error("start", &container))?;
         out.set(
             reasons::BOOTSTRAP_COMPLETED,
             Status::False,
@@ -786,12 +769,7 @@ async fn provision(
             // last finished step.
             node_bootstrap::start(runtime, &container)
                 .await
-                .map_err(|e| {
-                    (
-                        "BootstrapFailed",
-                        format!("Cannot resume the bootstrap in {container}: {e}"),
-                    )
-                })?;
+                .map_err(bootstrap_error("resume", &container))?;
         }
         let message = format!(
             "Running step {} of {}",
@@ -807,6 +785,21 @@ async fn provision(
     }
     follow(reconciler, dm, &container);
     Ok(Action::await_change())
+}
+
+/// Turns a container-engine failure while `what`-ing the bootstrap in `container` into an event
+/// reason and a message.
+fn bootstrap_error(
+    what: &'static str,
+    container: &str,
+) -> impl FnOnce(crate::docker::DockerError) -> (&'static str, String) {
+    let container = container.to_owned();
+    move |e| {
+        (
+            "BootstrapFailed",
+            format!("Cannot {what} the bootstrap in {container}: {e}"),
+        )
+    }
 }
 
 /// `spec.bootstrapTimeout`, 5 minutes when unset (the webhook refuses invalid values; one stored

@@ -28,6 +28,16 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The Kubernetes object `obj`, a `kind`, as a container owner.
+    pub fn of(kind: &str, obj: &impl kube::Resource) -> Self {
+        let meta = obj.meta();
+        Self {
+            kind: kind.to_owned(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
     /// The owner labels to put on a container.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -126,14 +126,6 @@ async fn deleted(ctx: &TestContext, name: &str) {
     .await;
 }
 
-/// A test namespace with the CRDs installed and the controllers running for it.
-async fn started(label: &str) -> (TestContext, RunningControllers) {
-    let ctx = TestContext::new(label).await;
-    crds::install(&ctx.kube).await;
-    let controllers = RunningControllers::start(&ctx).await;
-    (ctx, controllers)
-}
-
 async fn engine() -> Engine {
     Engine::connect().await.expect("Docker")
 }
@@ -153,7 +145,7 @@ async fn reconciled_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_gets_a_load_balancer_and_a_reachable_endpoint() {
-    let (ctx, controllers) = started("dc-provision").await;
+    let (ctx, controllers) = RunningControllers::started("dc-provision").await;
     let name = ctx.name("c");
     let spec = DockerClusterSpec {
         failure_domains: vec![capd::api::common::FailureDomain {
@@ -248,7 +240,7 @@ async fn a_cluster_gets_a_load_balancer_and_a_reachable_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_changes_nothing() {
-    let (ctx, controllers) = started("dc-restart").await;
+    let (ctx, controllers) = RunningControllers::started("dc-restart").await;
     let name = ctx.name("c");
     create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
     let dc = provisioned(&ctx, &name).await;
@@ -268,7 +260,7 @@ async fn a_restarted_controller_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_balancer_removed_by_hand_is_recreated() {
-    let (ctx, _controllers) = started("dc-recreate").await;
+    let (ctx, _controllers) = RunningControllers::started("dc-recreate").await;
     let name = ctx.name("c");
     create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
     let dc = provisioned(&ctx, &name).await;
@@ -296,7 +288,7 @@ async fn a_load_balancer_removed_by_hand_is_recreated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_all_changes_and_unpause_resumes() {
-    let (ctx, controllers) = started("dc-pause").await;
+    let (ctx, controllers) = RunningControllers::started("dc-pause").await;
     let name = ctx.name("c");
     create_cluster(&ctx, &name, DockerClusterSpec::default(), &[]).await;
     provisioned(&ctx, &name).await;
@@ -355,7 +347,7 @@ async fn pause_stops_all_changes_and_unpause_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_removes_the_container_and_the_finalizer() {
-    let (ctx, _controllers) = started("dc-delete").await;
+    let (ctx, _controllers) = RunningControllers::started("dc-delete").await;
     let engine = engine().await;
     let api = ctx.api::<DockerCluster>();
 
@@ -389,7 +381,7 @@ async fn deletion_removes_the_container_and_the_finalizer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_externally_managed_cluster_is_left_alone() {
-    let (ctx, controllers) = started("dc-external").await;
+    let (ctx, controllers) = RunningControllers::started("dc-external").await;
     let name = ctx.name("c");
     let created = create_cluster(
         &ctx,
@@ -475,7 +467,7 @@ async fn a_same_named_cluster_in_another_namespace_is_never_adopted_or_deleted()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_cannot_be_pulled_is_reported_with_the_engines_reason() {
-    let (ctx, _controllers) = started("dc-noimage").await;
+    let (ctx, _controllers) = RunningControllers::started("dc-noimage").await;
     let name = ctx.name("c");
     let spec = DockerClusterSpec {
         load_balancer: DockerLoadBalancer {

@@ -153,6 +153,14 @@ async fn machine_with_spec(
         .expect("DockerMachine")
 }
 
+/// A Cluster without a control-plane reference, and the name for a worker machine of it.
+async fn worker_of_new_cluster(ctx: &TestContext) -> (String, String) {
+    let cluster_name = ctx.name("c");
+    cluster(ctx, &cluster_name, false, false).await;
+    let name = format!("{cluster_name}-w");
+    (cluster_name, name)
+}
+
 fn condition<'a>(dm: &'a DockerMachine, type_: &str) -> Option<&'a Condition> {
     dm.status
         .as_ref()?
@@ -184,16 +192,9 @@ async fn node_sh(name: &str, script: &str) -> String {
     out.stdout
 }
 
-async fn started(label: &str) -> (TestContext, RunningControllers) {
-    let ctx = TestContext::new(label).await;
-    crds::install(&ctx.kube).await;
-    let controllers = RunningControllers::start(&ctx).await;
-    (ctx, controllers)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
-    let (ctx, _controllers) = started("dm-cp").await;
+    let (ctx, _controllers) = RunningControllers::started("dm-cp").await;
     let cluster_name = ctx.name("c");
     cluster(&ctx, &cluster_name, true, false).await;
     let name = format!("{cluster_name}-cp");
@@ -239,7 +240,7 @@ async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_waits_for_the_control_plane_then_for_its_data() {
-    let (ctx, _controllers) = started("dm-wait").await;
+    let (ctx, _controllers) = RunningControllers::started("dm-wait").await;
     let cluster_name = ctx.name("c");
     cluster(&ctx, &cluster_name, true, false).await;
     let name = format!("{cluster_name}-w");
@@ -276,10 +277,8 @@ async fn a_worker_waits_for_the_control_plane_then_for_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_command_shows_in_the_condition() {
-    let (ctx, _controllers) = started("dm-fail").await;
-    let cluster_name = ctx.name("c");
-    cluster(&ctx, &cluster_name, false, false).await;
-    let name = format!("{cluster_name}-w");
+    let (ctx, _controllers) = RunningControllers::started("dm-fail").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
     machine(
         &ctx,
         &cluster_name,
@@ -302,9 +301,7 @@ async fn a_manager_restart_mid_bootstrap_runs_each_command_once() {
     let ctx = TestContext::new("dm-restart").await;
     crds::install(&ctx.kube).await;
     let controllers = RunningControllers::start(&ctx).await;
-    let cluster_name = ctx.name("c");
-    cluster(&ctx, &cluster_name, false, false).await;
-    let name = format!("{cluster_name}-w");
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
     let cloud_config = format!(
         "#cloud-config\nruncmd:\n- echo start >> /var/lib/capd-rs-test/runs\n- sleep 3\n- echo end >> /var/lib/capd-rs-test/runs\n- {SENTINEL}\n"
     );
@@ -325,10 +322,8 @@ async fn a_manager_restart_mid_bootstrap_runs_each_command_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_machine_removes_its_container() {
-    let (ctx, _controllers) = started("dm-delete").await;
-    let cluster_name = ctx.name("c");
-    cluster(&ctx, &cluster_name, false, false).await;
-    let name = format!("{cluster_name}-w");
+    let (ctx, _controllers) = RunningControllers::started("dm-delete").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
     machine(
         &ctx,
         &cluster_name,
@@ -366,10 +361,8 @@ async fn deleting_a_machine_removes_its_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
-    let (ctx, _controllers) = started("dm-timeout").await;
-    let cluster_name = ctx.name("c");
-    cluster(&ctx, &cluster_name, false, false).await;
-    let name = format!("{cluster_name}-w");
+    let (ctx, _controllers) = RunningControllers::started("dm-timeout").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
     let cloud_config = "#cloud-config\nruncmd:\n- sleep 60\n- touch /tmp/after\n";
     machine(
         &ctx,
@@ -394,10 +387,8 @@ async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_are_pre_loaded_into_the_node() {
-    let (ctx, _controllers) = started("dm-preload").await;
-    let cluster_name = ctx.name("c");
-    cluster(&ctx, &cluster_name, false, false).await;
-    let name = format!("{cluster_name}-w");
+    let (ctx, _controllers) = RunningControllers::started("dm-preload").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
     let spec = DockerMachineSpec {
         custom_image: NODE_IMAGE.into(),
         pre_load_images: vec![NODE_IMAGE.into()],
@@ -419,7 +410,7 @@ async fn images_are_pre_loaded_into_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bootstrap_data_is_named_in_the_condition_without_container_churn() {
-    let (ctx, _controllers) = started("dm-baddata").await;
+    let (ctx, _controllers) = RunningControllers::started("dm-baddata").await;
     let cluster_name = ctx.name("c");
     cluster(&ctx, &cluster_name, false, false).await;
     let cases: [(&str, BTreeMap<String, ByteString>, &str); 3] = [

@@ -18,6 +18,15 @@ pub struct RunningControllers {
 }
 
 impl RunningControllers {
+    /// A new test namespace (labelled `label`) with the CRDs installed and the controllers
+    /// running for it against the real Docker engine.
+    pub async fn started(label: &str) -> (TestContext, Self) {
+        let test = TestContext::new(label).await;
+        super::crds::install(&test.kube).await;
+        let controllers = Self::start(&test).await;
+        (test, controllers)
+    }
+
     /// Starts the controllers for `test`'s namespace against the real Docker engine.
     pub async fn start(test: &TestContext) -> Self {
         let engine = Engine::connect().await.expect("connecting to Docker");
