@@ -23,8 +23,9 @@ use super::conditions::{self, Status, names};
 use super::{Context, Error, shared};
 use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION};
 use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
+use crate::docker::Removal;
 use crate::docker::labels::{self, Owner};
-use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState, Removal};
+use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState};
 use crate::docker::pulls::ImagePulls;
 
 const KIND: &str = "DockerCluster";
@@ -386,7 +387,7 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
     summarize_ready(&mut status, generation, now);
     shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
     let name = labels::load_balancer_name(cluster_name);
-    match load_balancer::remove(ctx.runtime.as_ref(), &name, &owner(dc)).await? {
+    match crate::docker::remove_owned(ctx.runtime.as_ref(), &name, &owner(dc)).await? {
         Removal::Removed => {
             info!(container = %name, "removed the load balancer");
             shared::publish(

@@ -35,7 +35,7 @@ use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
 use crate::docker::node::{self, Node, Role};
 use crate::docker::pulls::{ImagePulls, PullStatus};
-use crate::docker::{ContainerRuntime, Found, node_bootstrap};
+use crate::docker::{ContainerRuntime, Found, Removal, node_bootstrap};
 
 const KIND: &str = "DockerMachine";
 /// How often the follower reads the node's boot and bootstrap progress.
@@ -306,6 +306,13 @@ impl Outcome {
         );
     }
 
+    /// Sets `type_` False with `reason` and `message`, and the conditions after it waiting with
+    /// `waiting`.
+    fn blocked(&mut self, type_: &str, reason: &str, message: &str, waiting: &str) {
+        self.set(type_, Status::False, reason, message);
+        self.waiting(type_, waiting);
+    }
+
     /// Marks the conditions after `from` as waiting for it.
     fn waiting(&mut self, from: &str, reason: &str) {
         let order = [
@@ -414,14 +421,10 @@ async fn provision(
         .and_then(|i| i.infrastructure_provisioned)
         == Some(true);
     if !infrastructure_ready {
-        out.set(
+        out.blocked(
             reasons::CONTAINER_PROVISIONED,
-            Status::False,
             reasons::WAITING_FOR_INFRASTRUCTURE,
             "",
-        );
-        out.waiting(
-            reasons::CONTAINER_PROVISIONED,
             reasons::WAITING_FOR_CONTAINER,
         );
         return Ok(Action::await_change());
@@ -445,9 +448,10 @@ async fn provision(
         } else {
             reasons::WAITING_FOR_BOOTSTRAP_DATA
         };
-        out.set(reasons::CONTAINER_PROVISIONED, Status::False, reason, "");
-        out.waiting(
+        out.blocked(
             reasons::CONTAINER_PROVISIONED,
+            reason,
+            "",
             reasons::WAITING_FOR_CONTAINER,
         );
         return Ok(Action::await_change());
@@ -455,14 +459,10 @@ async fn provision(
 
     // 2. The node container.
     let not_provisioned = |out: &mut Outcome, message: String| {
-        out.set(
+        out.blocked(
             reasons::CONTAINER_PROVISIONED,
-            Status::False,
             reasons::NOT_PROVISIONED,
             &message,
-        );
-        out.waiting(
-            reasons::CONTAINER_PROVISIONED,
             reasons::WAITING_FOR_CONTAINER,
         );
         message
@@ -606,13 +606,12 @@ async fn provision(
         .await
         .map_err(bootstrap_error("read the progress of", &container))?;
     if !progress.installed && !booted(runtime, &container).await {
-        out.set(
+        out.blocked(
             reasons::CGROUPS_READY,
-            Status::False,
             reasons::NOT_READY,
             "Waiting for the node to boot",
+            reasons::WAITING_FOR_CGROUPS,
         );
-        out.waiting(reasons::CGROUPS_READY, reasons::WAITING_FOR_CGROUPS);
         follow(reconciler, dm, &container);
         return Ok(Action::await_change());
     }
@@ -635,13 +634,12 @@ async fn provision(
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key(dm));
         if let Some(message) = failure {
-            out.set(
+            out.blocked(
                 reasons::PRELOADED_IMAGES_READY,
-                Status::False,
                 reasons::NOT_READY,
                 &message,
+                "WaitingForPreloadedImages",
             );
-            out.waiting(reasons::PRELOADED_IMAGES_READY, "WaitingForPreloadedImages");
             return Err(("PreLoadImagesFailed", message));
         }
         load_images(reconciler, dm, &container, missing.clone());
@@ -651,13 +649,12 @@ async fn provision(
             images.len(),
             missing[0]
         );
-        out.set(
+        out.blocked(
             reasons::PRELOADED_IMAGES_READY,
-            Status::False,
             reasons::NOT_READY,
             &message,
+            "WaitingForPreloadedImages",
         );
-        out.waiting(reasons::PRELOADED_IMAGES_READY, "WaitingForPreloadedImages");
         return Ok(Action::await_change());
     }
     out.set(
@@ -987,9 +984,8 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
         .unwrap_or_default();
     let machine_name = shared::capi_owner(dm, "Machine").unwrap_or_default();
     let container = container_name(dm, &cluster_name, &machine_name);
-    match crate::docker::find_owned(ctx.runtime.as_ref(), &container, &owner(dm)).await? {
-        Found::Ours(_) => {
-            ctx.runtime.remove_container(&container).await?;
+    match crate::docker::remove_owned(ctx.runtime.as_ref(), &container, &owner(dm)).await? {
+        Removal::Removed => {
             shared::publish(
                 ctx,
                 dm,
@@ -999,8 +995,8 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
             )
             .await;
         }
-        Found::Absent => {}
-        Found::NotOurs(_) => {
+        Removal::Absent => {}
+        Removal::NotOurs(_) => {
             shared::publish(
                 ctx,
                 dm,

@@ -200,45 +200,13 @@ pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
     Ok(LoadBalancerState::Running { container, change })
 }
 
-/// What [`remove`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Removal {
-    /// The container was removed (with its volumes).
-    Removed,
-    /// There was no container.
-    Absent,
-    /// The container belongs to someone else and was left alone.
-    NotOurs(Option<Owner>),
-}
-
-/// Removes `owner`'s load balancer named `name`, leaving anyone else's container alone.
-pub async fn remove(
-    runtime: &dyn ContainerRuntime,
-    name: &str,
-    owner: &Owner,
-) -> Result<Removal, DockerError> {
-    match owned(runtime, name, owner).await {
-        Ok(None) => Ok(Removal::Absent),
-        Ok(Some(_)) => runtime
-            .remove_container(name)
-            .await
-            .map(|()| Removal::Removed),
-        Err(LoadBalancerError::NameClash { owner, .. }) => Ok(Removal::NotOurs(owner)),
-        Err(LoadBalancerError::Docker(e)) => Err(e),
-        Err(LoadBalancerError::Pull { message, .. }) => Err(DockerError::Engine(message)),
-        Err(LoadBalancerError::Stopped(_)) => runtime
-            .remove_container(name)
-            .await
-            .map(|()| Removal::Removed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::docker::fake::FakeRuntime;
+    use crate::docker::{Removal, remove_owned};
     use futures::StreamExt as _;
 
     fn owner(namespace: &str) -> Owner {
@@ -394,20 +362,20 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            remove(fake.as_ref(), "c-lb", &owner("second"))
+            remove_owned(fake.as_ref(), "c-lb", &owner("second"))
                 .await
                 .unwrap(),
             Removal::NotOurs(Some(owner("first")))
         );
         assert_eq!(fake.names(), ["c-lb"]);
         assert_eq!(
-            remove(fake.as_ref(), "c-lb", &owner("first"))
+            remove_owned(fake.as_ref(), "c-lb", &owner("first"))
                 .await
                 .unwrap(),
             Removal::Removed
         );
         assert_eq!(
-            remove(fake.as_ref(), "c-lb", &owner("first"))
+            remove_owned(fake.as_ref(), "c-lb", &owner("first"))
                 .await
                 .unwrap(),
             Removal::Absent

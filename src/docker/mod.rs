@@ -185,3 +185,30 @@ pub async fn find_owned(
         found => Found::NotOurs(found),
     })
 }
+
+/// What [`remove_owned`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The container was removed (with its volumes).
+    Removed,
+    /// There was no container.
+    Absent,
+    /// The container belongs to someone else and was left alone.
+    NotOurs(Option<labels::Owner>),
+}
+
+/// Removes `owner`'s container `name` with its volumes, leaving anyone else's alone.
+pub async fn remove_owned(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+    owner: &labels::Owner,
+) -> Result<Removal, DockerError> {
+    match find_owned(runtime, name, owner).await? {
+        Found::Absent => Ok(Removal::Absent),
+        Found::Ours(_) => runtime
+            .remove_container(name)
+            .await
+            .map(|()| Removal::Removed),
+        Found::NotOurs(other) => Ok(Removal::NotOurs(other)),
+    }
+}
