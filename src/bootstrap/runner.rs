@@ -4,14 +4,21 @@
 //! Started detached (`docker exec -d`), the runner keeps going whatever happens to the manager,
 //! and its progress files let a restarted manager pick up where it stands: a step is never run
 //! twice, and a bootstrap is never taken as done before the success sentinel exists.
+//!
+//! The steps and progress live on the node's `/var` volume, so they survive a restart of the
+//! node container (an engine restart restarts it): the runner resumes after the last finished
+//! step. Only the running runner's process ids live on the `/run` tmpfs, which a restart empties.
+//! Each step runs in its own session, so stopping a bootstrap stops the step's processes too.
 
 use std::fmt::Write as _;
 
 use super::shell::quote_always;
 use super::{Plan, SUCCESS_SENTINEL};
 
-/// Where the runner keeps its script, steps and progress inside the node.
-pub const DIR: &str = "/run/cluster-api/capd-rs";
+/// Where the runner keeps its script, steps and progress inside the node (on the `/var` volume).
+pub const DIR: &str = "/var/lib/capd-rs/bootstrap";
+/// Where the running runner records its and its step's process ids (on the `/run` tmpfs).
+pub const RUN_DIR: &str = "/run/capd-rs";
 
 /// A file to write into the node before starting the runner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,33 +68,47 @@ fn script(total: usize) -> String {
         s,
         r#"#!/bin/sh
 # capd-rs bootstrap runner (generated): runs steps 1..{total} in order, each once.
-# Progress: "done" holds the last finished step; "failed" the step, its exit code and the tail
-# of its output; "pid" the running runner. Safe to start again: finished steps are skipped.
+# Progress (kept across node restarts): "done" holds the last finished step; "failed" the step
+# (0: after the last one), its exit code and the tail of its output; "succeeded" that the success
+# sentinel was there at the end. {RUN_DIR} (emptied by a restart) holds the running runner's pid
+# and its step's. Safe to start again: finished steps are skipped.
 cd {DIR} || exit 1
-if [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then exit 0; fi
+mkdir -p {RUN_DIR}
+if [ -f {RUN_DIR}/pid ] && kill -0 "$(cat {RUN_DIR}/pid)" 2>/dev/null; then exit 0; fi
 [ -f started ] || date +%s > started
-echo $$ > pid
+echo $$ > {RUN_DIR}/pid
 rm -f failed
+fail() {{  # step, exit code, output file
+  {{ echo "$1 $2"; tail -n 20 "$3"; }} > failed.tmp && mv failed.tmp failed
+  rm -f {RUN_DIR}/pid {RUN_DIR}/step-pid
+  exit "$2"
+}}
+session=$(command -v setsid || true)
 i=$(( $(cat done 2>/dev/null || echo 0) + 1 ))
 while [ "$i" -le {total} ]; do
   attempt=0
   while :; do
     if [ -f "step-$i.in" ]; then input="step-$i.in"; else input=/dev/null; fi
-    sh "step-$i.sh" < "$input" > "step-$i.out" 2>&1
+    $session sh "step-$i.sh" < "$input" > "step-$i.out" 2>&1 &
+    echo $! > {RUN_DIR}/step-pid
+    wait $!
     code=$?
     [ "$code" -eq 0 ] && break
     attempt=$((attempt + 1))
     if [ "$attempt" -gt "$(cat "step-$i.retries")" ]; then
-      {{ echo "$i $code"; tail -n 20 "step-$i.out"; }} > failed.tmp && mv failed.tmp failed
-      rm -f pid
-      exit "$code"
+      fail "$i" "$code" "step-$i.out"
     fi
     sleep 5
   done
   echo "$i" > done.tmp && mv done.tmp done
   i=$((i + 1))
 done
-rm -f pid
+if [ ! -f {SUCCESS_SENTINEL} ]; then
+  echo "all {total} steps ran, but none wrote {SUCCESS_SENTINEL}" > end.out
+  fail 0 1 end.out
+fi
+touch succeeded
+rm -f {RUN_DIR}/pid {RUN_DIR}/step-pid
 "#
     );
     s
@@ -98,11 +119,16 @@ pub fn start_command() -> Vec<String> {
     vec!["/bin/sh".into(), format!("{DIR}/run.sh")]
 }
 
-/// The command that stops a runner that has taken too long, recording the step it was on as
-/// failed with exit code 124 (as `timeout` reports it) and `reason` as its output.
+/// The command that stops a runner that has taken too long, with the processes of the step it
+/// is on, recording that step as failed with exit code 124 (as `timeout` reports it) and
+/// `reason` as its output.
 pub fn abort_command(reason: &str) -> Vec<String> {
     let script = format!(
-        "cd {DIR} || exit 1; if [ -f pid ]; then kill \"$(cat pid)\" 2>/dev/null; rm -f pid; fi; \
+        "cd {DIR} || exit 1; \
+         if [ -f {RUN_DIR}/pid ]; then kill \"$(cat {RUN_DIR}/pid)\" 2>/dev/null; rm -f {RUN_DIR}/pid; fi; \
+         if [ -f {RUN_DIR}/step-pid ]; then step_pid=$(cat {RUN_DIR}/step-pid); \
+         kill -TERM -- \"-$step_pid\" 2>/dev/null || kill -TERM \"$step_pid\" 2>/dev/null; \
+         rm -f {RUN_DIR}/step-pid; fi; \
          step=$(( $(cat done 2>/dev/null || echo 0) + 1 )); \
          {{ echo \"$step 124\"; echo {}; }} > failed.tmp && mv failed.tmp failed",
         quote_always(reason)
@@ -117,8 +143,8 @@ pub fn progress_command() -> Vec<String> {
          echo \"done $(cat done 2>/dev/null || echo 0)\"; \
          echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
          if [ -f started ]; then echo \"elapsed $(( $(date +%s) - $(cat started) ))\"; fi; \
-         if [ -f pid ] && kill -0 \"$(cat pid)\" 2>/dev/null; then echo running; fi; \
-         if [ -f {SUCCESS_SENTINEL} ]; then echo succeeded; fi; \
+         if [ -f {RUN_DIR}/pid ] && kill -0 \"$(cat {RUN_DIR}/pid)\" 2>/dev/null; then echo running; fi; \
+         if [ -f {SUCCESS_SENTINEL} ] || [ -f succeeded ]; then echo succeeded; fi; \
          if [ -f failed ]; then echo failed; cat failed; fi"
     );
     vec!["/bin/sh".into(), "-c".into(), report]
@@ -137,9 +163,11 @@ pub struct Progress {
     pub elapsed_seconds: u64,
     /// The runner is running.
     pub running: bool,
-    /// The success sentinel exists.
+    /// The success sentinel exists, or existed when the runner finished (a node restart
+    /// empties `/run`, where it lives).
     pub succeeded: bool,
-    /// The failed step (1-based), its exit code and the tail of its output.
+    /// The failed step (1-based; 0 when every step ran but none wrote the success sentinel),
+    /// its exit code and the tail of its output.
     pub failed: Option<(usize, i64, String)>,
 }
 

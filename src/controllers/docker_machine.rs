@@ -718,10 +718,14 @@ async fn provision(
         return Err(("BootstrapTimedOut", message));
     }
     if let Some((step, code, tail)) = &progress.failed {
-        let message = format!(
-            "Step {step} of {} failed with exit code {code}:\n{tail}",
-            progress.total
-        );
+        let message = if *step == 0 {
+            format!("The bootstrap did not succeed: {tail}")
+        } else {
+            format!(
+                "Step {step} of {} failed with exit code {code}:\n{tail}",
+                progress.total
+            )
+        };
         out.set(
             reasons::BOOTSTRAP_COMPLETED,
             Status::False,

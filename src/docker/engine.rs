@@ -23,8 +23,8 @@ use futures::stream::BoxStream;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, ExecOutput,
-    PullProgress,
+    Container, ContainerEvent, ContainerFile, ContainerRuntime, ContainerSpec, DockerError,
+    ExecOutput, PullProgress,
 };
 
 /// The Docker engine, through bollard.
@@ -67,10 +67,10 @@ fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 
-/// A tar archive holding the spec's files, for the engine's archive upload.
-fn files_archive(spec: &ContainerSpec) -> Result<Vec<u8>, DockerError> {
+/// A tar archive holding `files`, for the engine's archive upload.
+fn files_archive(files: &[ContainerFile]) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
-    for file in &spec.files {
+    for file in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(file.content.len() as u64);
         header.set_mode(file.mode);
@@ -204,14 +204,7 @@ impl ContainerRuntime for Engine {
             Err(e) => return Err(convert(e)),
         };
         let started = async {
-            if !spec.files.is_empty() {
-                let options = UploadToContainerOptionsBuilder::default().path("/").build();
-                let archive = files_archive(spec)?;
-                self.docker
-                    .upload_to_container(&id, Some(options), bollard::body_full(archive.into()))
-                    .await
-                    .map_err(convert)?;
-            }
+            self.write_files(&id, &spec.files).await?;
             self.docker
                 .start_container(&id, None)
                 .await
@@ -223,6 +216,18 @@ impl ContainerRuntime for Engine {
             return Err(e);
         }
         Ok(())
+    }
+
+    async fn write_files(&self, name: &str, files: &[ContainerFile]) -> Result<(), DockerError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let archive = files_archive(files)?;
+        self.docker
+            .upload_to_container(name, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(convert)
     }
 
     async fn exec(

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::{
-    Container, ContainerEvent, ContainerRuntime, ContainerSpec, DockerError, ExecOutput,
-    PullProgress,
+    Container, ContainerEvent, ContainerFile, ContainerRuntime, ContainerSpec, DockerError,
+    ExecOutput, PullProgress,
 };
 
 /// Containers and images held in memory; images marked pullable appear when pulled.
@@ -147,6 +147,14 @@ impl ContainerRuntime for FakeRuntime {
         }
         self.state().networks.insert(name.to_owned());
         Ok(())
+    }
+
+    async fn write_files(&self, name: &str, _files: &[ContainerFile]) -> Result<(), DockerError> {
+        self.check_up()?;
+        match self.state().containers.get(name) {
+            Some(_) => Ok(()),
+            None => Err(DockerError::Engine(format!("No such container: {name}"))),
+        }
     }
 
     async fn exec(

@@ -133,6 +133,10 @@ pub trait ContainerRuntime: Send + Sync {
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(), DockerError>;
     /// Removes a container and its anonymous volumes; removing a missing container is fine.
     async fn remove_container(&self, name: &str) -> Result<(), DockerError>;
+    /// Writes `files` into container `name` in one archive upload, creating missing parent
+    /// directories. Paths under a tmpfs mount (such as `/run` of a node) are not visible to
+    /// the container: the engine writes beneath the mount.
+    async fn write_files(&self, name: &str, files: &[ContainerFile]) -> Result<(), DockerError>;
     /// Runs `argv` in the running container `name`, feeding `stdin`, and waits for it to end.
     async fn exec(
         &self,

@@ -2,33 +2,25 @@
 //! ([`crate::bootstrap::runner`]): install its files, start it detached, read its progress;
 //! and pre-loads images into the node's containerd.
 
-use super::{ContainerRuntime, DockerError};
+use super::{ContainerFile, ContainerRuntime, DockerError};
 use crate::bootstrap::Plan;
 use crate::bootstrap::runner::{self, Progress};
 
-/// Writes the runner's files for `plan` into container `name`.
+/// Writes the runner's files for `plan` into container `name`, in one upload.
 pub async fn install(
     runtime: &dyn ContainerRuntime,
     name: &str,
     plan: &Plan,
 ) -> Result<(), DockerError> {
-    let mkdir = ["mkdir".to_owned(), "-p".to_owned(), runner::DIR.to_owned()];
-    check(
-        runtime.exec(name, &mkdir, None).await?,
-        "creating the runner's directory",
-    )?;
-    for file in runner::files(plan) {
-        let write = [
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            format!("cat > '{}'", file.path),
-        ];
-        check(
-            runtime.exec(name, &write, Some(&file.content)).await?,
-            &format!("writing {}", file.path),
-        )?;
-    }
-    Ok(())
+    let files: Vec<ContainerFile> = runner::files(plan)
+        .into_iter()
+        .map(|f| ContainerFile {
+            path: f.path,
+            content: f.content,
+            mode: 0o644,
+        })
+        .collect();
+    runtime.write_files(name, &files).await
 }
 
 /// Starts the runner detached; starting it again while it runs does nothing.
@@ -72,7 +64,8 @@ fn check(output: super::ExecOutput, what: &str) -> Result<super::ExecOutput, Doc
 }
 
 /// The file in the node that lists the images already loaded, one per line.
-pub const PRELOADED: &str = "/run/cluster-api/capd-rs/preloaded-images";
+/// It lives on the node's `/var` volume, as containerd's images do.
+pub const PRELOADED: &str = "/var/lib/capd-rs/preloaded-images";
 
 /// The images of `images` not yet loaded into container `name`.
 pub async fn images_to_load(
@@ -119,7 +112,7 @@ pub async fn load_image(
     let record = [
         "/bin/sh".to_owned(),
         "-c".to_owned(),
-        format!("mkdir -p {} && echo \"$1\" >> {PRELOADED}", runner::DIR),
+        format!("mkdir -p /var/lib/capd-rs && echo \"$1\" >> {PRELOADED}"),
         "sh".to_owned(),
         image.to_owned(),
     ];

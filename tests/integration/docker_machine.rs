@@ -383,6 +383,19 @@ async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
         node_sh(&name, "test -e /tmp/after && echo ran || echo stopped").await,
         "stopped\n"
     );
+    // The step's own process is stopped too, not only the runner.
+    // (Within 10 s: left running, `sleep 60` would outlast the wait.)
+    wait_for(
+        "the step's process to stop",
+        Duration::from_secs(10),
+        || async {
+            node_sh(&name, "ps | grep '[s]leep 60' || true")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,3 +189,108 @@ async fn a_failing_command_is_reported_and_stops_the_bootstrap() {
         "not-run\n"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_node_resumes_after_the_last_finished_step() {
+    let ctx = TestContext::new("boot-resume").await;
+    let engine = Engine::connect().await.unwrap();
+    let name = booted_node(&ctx, &engine).await;
+    let cloud_config = "#cloud-config\nruncmd:\n\
+        - echo one >> /var/lib/capd-rs-test/runs\n\
+        - echo two-started >> /var/lib/capd-rs-test/runs; while [ ! -f /var/lib/capd-rs-test/go ]; do sleep 0.1; done\n\
+        - echo three >> /var/lib/capd-rs-test/runs\n\
+        - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n";
+    let plan = plan(
+        Format::CloudConfig,
+        cloud_config.as_bytes(),
+        &Options::default(),
+    )
+    .unwrap();
+    node_bootstrap::install(&engine, &name, &plan)
+        .await
+        .unwrap();
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    wait_for("step 2 to start", Duration::from_secs(30), || async {
+        let runs = sh(
+            &engine,
+            &name,
+            "cat /var/lib/capd-rs-test/runs 2>/dev/null || true",
+        )
+        .await;
+        runs.contains("two-started").then_some(())
+    })
+    .await;
+
+    // What an engine restart does to a node: it is stopped, and started again by its restart
+    // policy, with an empty /run.
+    restart(&name).await;
+    let progress = node_bootstrap::progress(&engine, &name).await.unwrap();
+    assert_eq!(
+        (progress.installed, progress.running, progress.done),
+        (true, false, 1),
+        "{progress:?}"
+    );
+    sh(&engine, &name, "touch /var/lib/capd-rs-test/go").await;
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let progress = finished(&engine, &name).await;
+    assert!(progress.succeeded, "{progress:?}");
+    assert_eq!(
+        sh(&engine, &name, "cat /var/lib/capd-rs-test/runs").await,
+        "one\ntwo-started\ntwo-started\nthree\n",
+        "finished steps are not run again; the interrupted one is"
+    );
+
+    // A finished bootstrap stays finished when a restart empties /run (and the sentinel).
+    restart(&name).await;
+    let progress = node_bootstrap::progress(&engine, &name).await.unwrap();
+    assert!(progress.succeeded && !progress.running, "{progress:?}");
+}
+
+/// Restarts container `name` as the engine's restart would (stop, start) and waits until it
+/// has booted again.
+async fn restart(name: &str) {
+    let status = tokio::process::Command::new("docker")
+        .args(["restart", "--time", "1", name])
+        .output()
+        .await
+        .expect("docker restart");
+    assert!(status.status.success(), "docker restart {name}: {status:?}");
+    let engine = Engine::connect().await.unwrap();
+    wait_for(
+        "the node to boot again",
+        Duration::from_secs(30),
+        || async {
+            let logs = engine.logs(name).await.ok()?;
+            (logs.matches("Reached target Multi-User System").count() >= 2).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bootstrap_that_never_writes_the_sentinel_fails() {
+    let ctx = TestContext::new("boot-nosentinel").await;
+    let engine = Engine::connect().await.unwrap();
+    let name = booted_node(&ctx, &engine).await;
+    let plan = plan(
+        Format::CloudConfig,
+        b"#cloud-config\nruncmd:\n- echo hi\n",
+        &Options::default(),
+    )
+    .unwrap();
+    node_bootstrap::install(&engine, &name, &plan)
+        .await
+        .unwrap();
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let progress = finished(&engine, &name).await;
+    let (step, code, tail) = progress.failed.clone().expect("a failure");
+    assert_eq!(
+        (step, code, progress.succeeded),
+        (0, 1, false),
+        "{progress:?}"
+    );
+    assert!(
+        tail.contains("none wrote /run/cluster-api/bootstrap-success.complete"),
+        "{tail}"
+    );
+}
