@@ -3,7 +3,8 @@
 #
 # Uses the engine at DOCKER_HOST (or the default socket) when it answers. Otherwise installs
 # Debian's docker.io when dockerd is missing, starts dockerd in the background (log:
-# $CAPD_RS_CACHE/dockerd.log), waits until it answers, and leaves it running. Finally creates the
+# $CAPD_RS_CACHE/dockerd.log, pid: $CAPD_RS_CACHE/dockerd.pid), waits until it answers, and
+# leaves it running. Finally creates the
 # Docker network $CAPD_DOCKER_NETWORK (default "kind") when it is missing.
 set -euo pipefail
 
@@ -26,8 +27,10 @@ Install a Docker engine by hand and start it, or set DOCKER_HOST to one that run
   fi
   command -v docker >/dev/null || die "the docker CLI is missing (Debian: apt-get install docker.io)"
   log "starting dockerd in the background (log: $CAPD_RS_CACHE/dockerd.log)"
-  # setsid: the engine outlives this script and the shell that ran it.
+  # setsid: the engine outlives this script and the shell that ran it. Its pid tells the tests
+  # that this engine is theirs to restart (the engine-restart test).
   setsid nohup dockerd >>"$CAPD_RS_CACHE/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$CAPD_RS_CACHE/dockerd.pid"
   for _ in $(seq 1 120); do
     engine_answers && break
     sleep 0.5

@@ -61,8 +61,11 @@ pub async fn run(
     let (reader, docker_clusters) =
         shared::watch_acted_on(docker_clusters, ctx.settings.watcher_config());
     let (reconcile_all, all) = mpsc::unbounded();
-    tokio::spawn(forward_container_events(
+    // A load balancer that dies or is removed behind our back is recreated at once.
+    tokio::spawn(shared::forward_container_events(
         ctx.clone(),
+        KIND,
+        &["die", "destroy", "stop"],
         wake,
         reconcile_all,
         shutdown.clone(),
@@ -94,52 +97,6 @@ fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster
     let infra = &cluster.spec.infrastructure_ref;
     (infra.kind == KIND && infra.api_group == crate::api::GROUP && !infra.name.is_empty())
         .then(|| ObjectRef::new(&infra.name).within(&cluster.namespace().unwrap_or_default()))
-}
-
-/// Wakes a DockerCluster when its load-balancer container dies or is removed behind its back,
-/// so it is recreated at once. While the engine is away events are missed, so after every
-/// reconnection all DockerClusters are reconciled once (`reconcile_all`).
-async fn forward_container_events(
-    ctx: Arc<Context>,
-    wake: mpsc::UnboundedSender<ObjectRef<DockerCluster>>,
-    reconcile_all: mpsc::UnboundedSender<()>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let filter = format!("{}={}", labels::KIND_ROLE, labels::ROLE_LOAD_BALANCER);
-    let watch = async {
-        let mut delay = Duration::from_millis(500);
-        let mut reconnecting = false;
-        loop {
-            let mut events = ctx.runtime.container_events(&filter);
-            while let Some(event) = events.next().await {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(e) => {
-                        warn!(error = %e, "Docker event stream failed; reconnecting");
-                        reconnecting = true;
-                        break;
-                    }
-                };
-                if std::mem::take(&mut reconnecting) {
-                    delay = Duration::from_millis(500);
-                    let _ = reconcile_all.unbounded_send(());
-                }
-                if !matches!(event.action.as_str(), "die" | "destroy" | "stop") {
-                    continue;
-                }
-                if let Some(owner) = Owner::from_labels(&event.labels).filter(|o| o.kind == KIND) {
-                    let _ =
-                        wake.unbounded_send(ObjectRef::new(&owner.name).within(&owner.namespace));
-                }
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
-    };
-    tokio::select! {
-        () = watch => {}
-        () = shutdown => {}
-    }
 }
 
 fn error_policy(dc: Arc<DockerCluster>, error: &Error, reconciler: Arc<Reconciler>) -> Action {

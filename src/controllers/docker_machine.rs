@@ -98,6 +98,18 @@ pub async fn run(
     let (clusters_store, docker_clusters_store) = (reader.clone(), reader.clone());
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.docker_machine_concurrency);
+    let shutdown = shutdown.shared();
+    // A node that stops, dies, is removed or starts again (an engine restart) is looked at
+    // at once: its conditions change, and an interrupted bootstrap resumes.
+    let (reconcile_all, all) = mpsc::unbounded();
+    tokio::spawn(shared::forward_container_events(
+        ctx.clone(),
+        KIND,
+        &["die", "destroy", "stop", "start"],
+        reconciler.wake.clone(),
+        reconcile_all,
+        shutdown.clone(),
+    ));
     Controller::for_stream(stream, reader)
         .watches(
             shared::watched_api::<Machine>(&ctx),
@@ -131,9 +143,10 @@ pub async fn run(
                 )
             },
         )
+        .reconcile_all_on(all)
         .reconcile_on(woken)
         .with_config(config)
-        .graceful_shutdown_on(shutdown.shared())
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, reconciler.clone())
         .for_each(|result| async move {
             if let Err(e) = result

@@ -1,7 +1,13 @@
 //! What the reconcilers share: owner lookups, pause, the acted-on predicate, status writes as
-//! merge patches, finalizer removal and events.
+//! merge patches, finalizer removal, events, and wake-ups from Docker's container events.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kube::runtime::reflector::ObjectRef;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -17,6 +23,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 
 use super::{Context, Error};
 use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
+use crate::docker::labels::{self, Owner};
 
 /// The name of the owner of `kind` in group `cluster.x-k8s.io` (controller or not).
 pub fn capi_owner(obj: &impl Resource, kind: &str) -> Option<String> {
@@ -204,6 +211,56 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(error = %e, "cannot publish an event");
+    }
+}
+
+/// Wakes the owner (of `kind`) of a container when the engine reports one of `actions` for it,
+/// until `shutdown`. While the engine is away events are missed, so after every reconnection
+/// all objects are reconciled once (`reconcile_all`); reconnects back off from 0.5 s to 30 s.
+pub async fn forward_container_events<K>(
+    ctx: Arc<Context>,
+    kind: &'static str,
+    actions: &'static [&'static str],
+    wake: mpsc::UnboundedSender<ObjectRef<K>>,
+    reconcile_all: mpsc::UnboundedSender<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let filter = format!("{}={kind}", labels::OWNER_KIND);
+    let watch = async {
+        let mut delay = Duration::from_millis(500);
+        let mut reconnecting = false;
+        loop {
+            let mut events = ctx.runtime.container_events(&filter);
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => {
+                        warn!(error = %e, kind, "Docker event stream failed; reconnecting");
+                        reconnecting = true;
+                        break;
+                    }
+                };
+                if std::mem::take(&mut reconnecting) {
+                    delay = Duration::from_millis(500);
+                    let _ = reconcile_all.unbounded_send(());
+                }
+                if !actions.contains(&event.action.as_str()) {
+                    continue;
+                }
+                if let Some(owner) = Owner::from_labels(&event.labels).filter(|o| o.kind == kind) {
+                    let _ =
+                        wake.unbounded_send(ObjectRef::new(&owner.name).within(&owner.namespace));
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    };
+    tokio::select! {
+        () = watch => {}
+        () = shutdown => {}
     }
 }
 

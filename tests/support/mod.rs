@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod capi;
 pub mod control_plane;
 pub mod controller;
 pub mod crds;

@@ -48,3 +48,43 @@ pub fn docker_ready() {
         panic!("the Docker test environment is not available: {e}");
     }
 }
+
+/// Restarts the Docker engine the way a user's `systemctl restart docker` would (SIGTERM, then
+/// a new `dockerd`), if it is the one `hack/docker-engine.sh` started; otherwise returns why it
+/// will not touch it (an engine the tests did not start may run other people's containers).
+pub fn restart_engine() -> Result<(), String> {
+    let cache = std::env::var_os("CAPD_RS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("capd-rs")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/capd-rs")))
+        .ok_or("no cache directory (CAPD_RS_CACHE, XDG_CACHE_HOME, HOME)")?;
+    let pid_file = cache.join("dockerd.pid");
+    let pid = std::fs::read_to_string(&pid_file).map_err(|_| {
+        format!(
+            "{} is missing: hack/docker-engine.sh did not start this engine",
+            pid_file.display()
+        )
+    })?;
+    let pid = pid.trim();
+    let proc = PathBuf::from("/proc").join(pid);
+    let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+    if comm.trim() != "dockerd" {
+        return Err(format!(
+            "process {pid} from {} is not dockerd: the engine was started some other way",
+            pid_file.display()
+        ));
+    }
+    let killed = Command::new("kill").args(["-TERM", pid]).status();
+    if !killed.is_ok_and(|s| s.success()) {
+        return Err(format!("cannot signal dockerd (pid {pid})"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while proc.exists() {
+        if std::time::Instant::now() > deadline {
+            panic!("dockerd (pid {pid}) did not stop within 90s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    run_script("docker-engine.sh").expect("starting the Docker engine again");
+    Ok(())
+}
