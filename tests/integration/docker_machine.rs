@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use capd::api::capi::Cluster;
+use capd::api::capi::{Cluster, Machine};
 use capd::api::{DockerMachine, DockerMachineSpec};
 use capd::docker::ContainerRuntime;
 use capd::docker::engine::Engine;
@@ -338,4 +338,140 @@ async fn bad_bootstrap_data_is_named_in_the_condition_without_container_churn() 
             "a container was created again: {event:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_is_named_and_picked_up_when_it_appears() {
+    let (ctx, _controllers) = RunningControllers::started("dm-nosecret").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    machine(&ctx, &cluster_name, &name, false, None, None).await;
+    // Core CAPI names the Secret; here it does not exist (yet).
+    let secret_name = format!("{name}-late");
+    ctx.api::<Machine>()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"bootstrap": {"dataSecretName": secret_name}}})),
+        )
+        .await
+        .unwrap();
+    let dm = wait_condition(&ctx, &name, "BootstrapCompleted", |c| {
+        c.message.contains("not found")
+    })
+    .await;
+    let message = &condition(&dm, "BootstrapCompleted").unwrap().message;
+    assert_eq!(
+        message,
+        &format!("Bootstrap data Secret {secret_name} not found")
+    );
+    wait_for("a BootstrapDataInvalid event", TIMEOUT, || async {
+        events(&ctx, "BootstrapDataInvalid").await.first().map(drop)
+    })
+    .await;
+
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret_name),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            ByteString(format!("#cloud-config\nruncmd:\n- {SENTINEL}\n").into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    ctx.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
+    assert_eq!(
+        events(&ctx, "ContainerCreated").await.len(),
+        1,
+        "the node container was created once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_name_held_by_someone_else_is_never_adopted_or_removed() {
+    let (ctx, _controllers) = RunningControllers::started("dm-clash").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    // Another namespace's machine's node, with the name this machine's node would get.
+    let mut labels = capd::docker::labels::Owner {
+        kind: "DockerMachine".into(),
+        namespace: "elsewhere".into(),
+        name: name.clone(),
+    }
+    .labels();
+    labels.insert("io.x-k8s.kind.cluster".into(), cluster_name.clone());
+    let spec = capd::docker::ContainerSpec {
+        name: name.clone(),
+        image: NODE_IMAGE.into(),
+        labels,
+        network: "kind".into(),
+        ..Default::default()
+    };
+    let engine = Engine::connect().await.unwrap();
+    engine.run_container(&spec).await.unwrap();
+    let before = engine.inspect_container(&name).await.unwrap().unwrap();
+
+    machine(
+        &ctx,
+        &cluster_name,
+        &name,
+        false,
+        Some("#cloud-config\n"),
+        None,
+    )
+    .await;
+    let dm = wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
+        c.message.contains("already exists")
+    })
+    .await;
+    let message = &condition(&dm, "ContainerProvisioned").unwrap().message;
+    assert!(
+        message.contains("belongs to DockerMachine elsewhere/")
+            && message.contains("will not adopt"),
+        "{message}"
+    );
+    wait_for("a ContainerNameClash event", TIMEOUT, || async {
+        events(&ctx, "ContainerNameClash").await.first().map(drop)
+    })
+    .await;
+    assert!(dm.spec.provider_id.is_empty(), "{:?}", dm.spec.provider_id);
+
+    ctx.api::<DockerMachine>()
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the DockerMachine to go", TIMEOUT, || async {
+        ctx.api::<DockerMachine>()
+            .get_opt(&name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let after = engine.inspect_container(&name).await.unwrap();
+    assert_eq!(
+        after,
+        Some(before),
+        "the other machine's container was touched"
+    );
+    assert_eq!(events(&ctx, "ContainerNotOwned").await.len(), 1);
+}
+
+/// The events with `reason` in the test's namespace.
+async fn events(ctx: &TestContext, reason: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let events = ctx
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
 }
