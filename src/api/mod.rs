@@ -7,6 +7,7 @@ pub mod common;
 pub mod crds;
 mod docker_cluster;
 mod docker_machine;
+pub mod ip_family;
 pub mod parse;
 mod schema;
 #[cfg(test)]

@@ -28,7 +28,7 @@ use tracing::warn;
 use super::conditions::{self, Status, names};
 use super::{Context, Error, shared};
 use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
-use crate::api::common::{MachineAddress, MachineAddressType};
+use crate::api::ip_family::IpFamily;
 use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
 use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
@@ -442,6 +442,16 @@ async fn provision(
         );
         return Ok(Action::await_change());
     }
+    let ip_family = IpFamily::of(&cluster.spec.cluster_network).map_err(|e| {
+        let message = format!("Cluster {cluster_name} spec.clusterNetwork: {e}");
+        out.blocked(
+            reasons::CONTAINER_PROVISIONED,
+            reasons::NOT_PROVISIONED,
+            &message,
+            reasons::WAITING_FOR_CONTAINER,
+        );
+        ("InvalidCluster", message)
+    })?;
     let role = if machine.labels().contains_key(CONTROL_PLANE_LABEL) {
         Role::ControlPlane
     } else {
@@ -547,6 +557,7 @@ async fn provision(
                 image: &image,
                 extra_mounts: &dm.spec.extra_mounts,
                 network: &ctx.settings.network,
+                ip_family,
             };
             let created = async {
                 let spec = node::container_spec(&spec, &ctx.settings.node_options)?;
@@ -593,25 +604,12 @@ async fn provision(
         reasons::PROVISIONED,
         "",
     );
-    let ip = running
+    let ips = running
         .networks
         .get(&ctx.settings.network)
-        .map(|(v4, _)| v4.clone())
+        .cloned()
         .unwrap_or_default();
-    out.status.addresses = vec![MachineAddress {
-        type_: MachineAddressType::Hostname,
-        address: container.clone(),
-    }];
-    if !ip.is_empty() {
-        out.status.addresses.push(MachineAddress {
-            type_: MachineAddressType::InternalIp,
-            address: ip.clone(),
-        });
-        out.status.addresses.push(MachineAddress {
-            type_: MachineAddressType::ExternalIp,
-            address: ip,
-        });
-    }
+    out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
 
     // 3. The node's boot, read from the node (a follower wakes us when it has booted).

@@ -175,6 +175,8 @@ impl ContainerRuntime for Engine {
                         .collect()
                 }),
                 binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+                sysctls: (!spec.sysctls.is_empty())
+                    .then(|| spec.sysctls.clone().into_iter().collect()),
                 cgroupns_mode: spec
                     .cgroupns_private
                     .then_some(HostConfigCgroupnsModeEnum::PRIVATE),

@@ -93,6 +93,8 @@ pub struct ContainerSpec {
     pub cgroupns_private: bool,
     /// Restart on failure, at most this many times.
     pub restart_on_failure: Option<u32>,
+    /// Namespaced kernel parameters, such as `net.ipv6.conf.all.disable_ipv6`.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// A container lifecycle event from the engine.

@@ -4,7 +4,11 @@
 use super::kind_images::{Mapping, Mode};
 use super::labels::{self, Owner};
 use super::{ContainerSpec, DockerError};
+use std::collections::BTreeMap;
+
 use crate::api::Mount;
+use crate::api::common::{MachineAddress, MachineAddressType};
+use crate::api::ip_family::IpFamily;
 
 /// The label with the machine's failure domain.
 pub const FAILURE_DOMAIN_LABEL: &str = "io.x-k8s.cluster.failureDomain";
@@ -94,12 +98,15 @@ pub struct Node<'a> {
     pub extra_mounts: &'a [Mount],
     /// The Docker network.
     pub network: &'a str,
+    /// The cluster's IP family: IPv6 and dual-stack nodes get IPv6 enabled.
+    pub ip_family: IpFamily,
 }
 
 /// The node container: kind's labels (cluster, role) plus the failure domain and owner labels;
 /// kind's options (seccomp and apparmor unconfined, tmpfs `/tmp` and `/run`, an anonymous
 /// `/var` volume, `/lib/modules` read-only, a private cgroup namespace for kind v0.20+ images,
-/// restart on failure once); the API server port on `127.0.0.1` for control planes.
+/// restart on failure once); the API server port on `127.0.0.1` for control planes; IPv6
+/// enabled and forwarding for IPv6 and dual-stack clusters.
 pub fn container_spec(
     node: &Node<'_>,
     options: &NodeOptions,
@@ -137,8 +144,40 @@ pub fn container_spec(
         binds,
         cgroupns_private: node.image.mode == Mode::V0_20,
         restart_on_failure: Some(1),
+        sysctls: if node.ip_family.has_v6() {
+            BTreeMap::from([
+                ("net.ipv6.conf.all.disable_ipv6".into(), "0".into()),
+                ("net.ipv6.conf.all.forwarding".into(), "1".into()),
+            ])
+        } else {
+            BTreeMap::new()
+        },
         ..Default::default()
     })
+}
+
+/// A node's addresses as CAPD reports them: its name as `Hostname`, then each of its IPs on
+/// the cluster's network for the cluster's IP family (IPv4 first) as both `InternalIP` and
+/// `ExternalIP`. An IP the engine did not assign is left out.
+pub fn addresses(name: &str, ips: &(String, String), family: IpFamily) -> Vec<MachineAddress> {
+    let (v4, v6) = ips;
+    let mut addresses = vec![MachineAddress {
+        type_: MachineAddressType::Hostname,
+        address: name.to_owned(),
+    }];
+    let wanted = [(family.has_v4(), v4), (family.has_v6(), v6)];
+    for (_, ip) in wanted.into_iter().filter(|(w, ip)| *w && !ip.is_empty()) {
+        for type_ in [
+            MachineAddressType::InternalIp,
+            MachineAddressType::ExternalIp,
+        ] {
+            addresses.push(MachineAddress {
+                type_,
+                address: ip.clone(),
+            });
+        }
+    }
+    addresses
 }
 
 #[cfg(test)]
@@ -181,6 +220,7 @@ mod tests {
             image: &image,
             extra_mounts: &mounts,
             network: "kind",
+            ip_family: IpFamily::V4,
         };
         let options = NodeOptions {
             proxy_env: vec!["HTTP_PROXY=http://proxy:3128".into()],
@@ -235,6 +275,7 @@ mod tests {
             image: &image,
             extra_mounts: &[],
             network: "kind",
+            ip_family: IpFamily::V4,
         };
         let relaxed = NodeOptions {
             privileged: false,
@@ -270,6 +311,7 @@ mod tests {
             image: &image,
             extra_mounts: &mounts,
             network: "kind",
+            ip_family: IpFamily::V4,
         };
         assert!(
             container_spec(&node, &NodeOptions::default())
@@ -277,5 +319,65 @@ mod tests {
                 .to_string()
                 .contains("absolute container path")
         );
+    }
+
+    #[test]
+    fn ipv6_clusters_get_ipv6_enabled_nodes() {
+        let image = mapping("v1.35.5", "").unwrap();
+        let owner = owner();
+        let mut node = Node {
+            cluster: "c1",
+            name: "c1-w",
+            owner: &owner,
+            role: Role::Worker,
+            failure_domain: "",
+            image: &image,
+            extra_mounts: &[],
+            network: "kind",
+            ip_family: IpFamily::V4,
+        };
+        let options = NodeOptions::default();
+        assert!(container_spec(&node, &options).unwrap().sysctls.is_empty());
+        for family in [IpFamily::V6, IpFamily::Dual] {
+            node.ip_family = family;
+            let sysctls = container_spec(&node, &options).unwrap().sysctls;
+            assert_eq!(sysctls["net.ipv6.conf.all.disable_ipv6"], "0");
+            assert_eq!(sysctls["net.ipv6.conf.all.forwarding"], "1");
+        }
+    }
+
+    #[test]
+    fn addresses_follow_the_cluster_ip_family() {
+        let ips = ("172.18.0.3".to_owned(), "fc00:f853:ccd:e793::3".to_owned());
+        let render = |ips: &(String, String), family| -> Vec<String> {
+            addresses("n", ips, family)
+                .into_iter()
+                .map(|a| format!("{:?}={}", a.type_, a.address))
+                .collect()
+        };
+        assert_eq!(
+            render(&ips, IpFamily::V4),
+            [
+                "Hostname=n",
+                "InternalIp=172.18.0.3",
+                "ExternalIp=172.18.0.3"
+            ]
+        );
+        assert_eq!(
+            render(&ips, IpFamily::V6),
+            [
+                "Hostname=n",
+                "InternalIp=fc00:f853:ccd:e793::3",
+                "ExternalIp=fc00:f853:ccd:e793::3"
+            ]
+        );
+        assert_eq!(render(&ips, IpFamily::Dual).len(), 5);
+        assert_eq!(
+            render(&ips, IpFamily::Dual)[3],
+            "InternalIp=fc00:f853:ccd:e793::3"
+        );
+        // A network without IPv6 gives a dual-stack node its IPv4 addresses only.
+        let v4_only = (ips.0.clone(), String::new());
+        assert_eq!(render(&v4_only, IpFamily::Dual).len(), 3);
     }
 }

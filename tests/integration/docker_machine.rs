@@ -475,3 +475,44 @@ async fn events(ctx: &TestContext, reason: &str) -> Vec<k8s_openapi::api::core::
         .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_network_of_mixed_ip_families_is_named_and_makes_no_container() {
+    let (ctx, _controllers) = RunningControllers::started("dm-ipfamily").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    let network = json!({"spec": {"clusterNetwork": {
+        "pods": {"cidrBlocks": ["192.168.0.0/16"]},
+        "services": {"cidrBlocks": ["fd00:10:96::/112"]}
+    }}});
+    ctx.api::<Cluster>()
+        .patch(
+            &cluster_name,
+            &PatchParams::default(),
+            &Patch::Merge(network),
+        )
+        .await
+        .unwrap();
+    machine(
+        &ctx,
+        &cluster_name,
+        &name,
+        false,
+        Some("#cloud-config\n"),
+        None,
+    )
+    .await;
+    let dm = wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
+        c.message.contains("clusterNetwork")
+    })
+    .await;
+    assert_eq!(
+        condition(&dm, "ContainerProvisioned").unwrap().message,
+        format!("Cluster {cluster_name} spec.clusterNetwork: pods and services IP family mismatch")
+    );
+    wait_for("an InvalidCluster event", TIMEOUT, || async {
+        events(&ctx, "InvalidCluster").await.first().map(drop)
+    })
+    .await;
+    let engine = Engine::connect().await.unwrap();
+    assert_eq!(engine.inspect_container(&name).await.unwrap(), None);
+}

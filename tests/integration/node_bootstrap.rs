@@ -35,6 +35,7 @@ async fn booted_node(ctx: &TestContext, engine: &Engine) -> String {
         image: &image,
         extra_mounts: &[],
         network: "kind",
+        ip_family: capd::api::ip_family::IpFamily::V4,
     };
     let relaxed = NodeOptions {
         privileged: false,

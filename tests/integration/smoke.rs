@@ -278,6 +278,8 @@ async fn a_node_spec_runs_on_the_engine_as_kind_runs_nodes() {
         image: &image,
         extra_mounts: &mounts,
         network: NETWORK,
+        // Dual stack: the engine must accept the IPv6 sysctls.
+        ip_family: capd::api::ip_family::IpFamily::Dual,
     };
     // These machines refuse privileged containers and have no /lib/modules (see TESTING.md).
     let relaxed = NodeOptions {
@@ -302,7 +304,7 @@ async fn a_node_spec_runs_on_the_engine_as_kind_runs_nodes() {
         "{:?}",
         container.host_ports
     );
-    let script = "hostname; grep -E ' /(tmp|run) ' /proc/mounts | cut -d' ' -f2,3 | sort; echo $KUBECONFIG $NO_PROXY; test -d /host-tmp && echo mounted";
+    let script = "hostname; grep -E ' /(tmp|run) ' /proc/mounts | cut -d' ' -f2,3 | sort; echo $KUBECONFIG $NO_PROXY; test -d /host-tmp && echo mounted; cat /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/all/forwarding";
     let (code, out) = exec(&ctx.docker, &name, &["sh", "-c", script]).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
@@ -312,7 +314,9 @@ async fn a_node_spec_runs_on_the_engine_as_kind_runs_nodes() {
             "/run tmpfs",
             "/tmp tmpfs",
             "/etc/kubernetes/admin.conf localhost",
-            "mounted"
+            "mounted",
+            "0",
+            "1"
         ]
     );
     let inspect = |format: &str| {
