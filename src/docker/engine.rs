@@ -67,6 +67,83 @@ fn is_status(error: &BollardError, status: u16) -> bool {
     matches!(error, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 
+impl Engine {
+    /// Runs `argv` in container `name`, writing `input` (if any) to its standard input as it
+    /// arrives and closing it at the end; collects its output and exit code.
+    async fn exec_with_input(
+        &self,
+        name: &str,
+        argv: &[String],
+        input: Option<BoxStream<'_, Result<bytes::Bytes, DockerError>>>,
+    ) -> Result<ExecOutput, DockerError> {
+        let options = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(input.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(name, options)
+            .await
+            .map_err(convert)?;
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        if let StartExecResults::Attached {
+            mut output,
+            input: mut writer,
+        } = self
+            .docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .map_err(convert)?
+        {
+            let feed = async move {
+                let mut fed = Ok(());
+                if let Some(mut input) = input {
+                    while let Some(chunk) = input.next().await {
+                        let written = match chunk {
+                            Ok(data) => writer.write_all(&data).await.map_err(|e| {
+                                DockerError::Engine(format!("writing to the command's input: {e}"))
+                            }),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = written {
+                            fed = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let closed = writer
+                    .shutdown()
+                    .await
+                    .map_err(|e| DockerError::Engine(format!("closing the command's input: {e}")));
+                fed.and(closed)
+            };
+            let collect = async {
+                while let Some(chunk) = output.next().await {
+                    match chunk.map_err(convert)? {
+                        LogOutput::StdErr { message } => {
+                            stderr.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+                Ok::<(), DockerError>(())
+            };
+            let (fed, collected) = futures::join!(feed, collect);
+            collected?;
+            fed?;
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(convert)?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+}
+
 /// A tar archive holding `files`, for the engine's archive upload.
 fn files_archive(files: &[ContainerFile]) -> Result<Vec<u8>, DockerError> {
     let mut archive = tar::Builder::new(Vec::new());
@@ -238,55 +315,22 @@ impl ContainerRuntime for Engine {
         argv: &[String],
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, DockerError> {
-        let options = CreateExecOptions {
-            cmd: Some(argv.to_vec()),
-            attach_stdin: Some(stdin.is_some()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(name, options)
-            .await
-            .map_err(convert)?;
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        if let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = self
-            .docker
-            .start_exec(&exec.id, None::<StartExecOptions>)
-            .await
-            .map_err(convert)?
-        {
-            let feed = async move {
-                if let Some(data) = stdin {
-                    input.write_all(data).await?;
-                }
-                input.shutdown().await
-            };
-            let collect = async {
-                while let Some(chunk) = output.next().await {
-                    match chunk.map_err(convert)? {
-                        LogOutput::StdErr { message } => {
-                            stderr.push_str(&String::from_utf8_lossy(&message))
-                        }
-                        other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                    }
-                }
-                Ok::<(), DockerError>(())
-            };
-            let (fed, collected) = futures::join!(feed, collect);
-            collected?;
-            fed.map_err(|e| DockerError::Engine(format!("writing to the command's input: {e}")))?;
-        }
-        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(convert)?;
-        Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        let input = stdin.map(|data| {
+            futures::stream::once(futures::future::ready(Ok(bytes::Bytes::copy_from_slice(
+                data,
+            ))))
+            .boxed()
+        });
+        self.exec_with_input(name, argv, input).await
+    }
+
+    async fn exec_piped(
+        &self,
+        name: &str,
+        argv: &[String],
+        input: BoxStream<'static, Result<bytes::Bytes, DockerError>>,
+    ) -> Result<ExecOutput, DockerError> {
+        self.exec_with_input(name, argv, Some(input)).await
     }
 
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError> {

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{
     Container, ContainerEvent, ContainerFile, ContainerRuntime, ContainerSpec, DockerError,
@@ -174,6 +174,16 @@ impl ContainerRuntime for FakeRuntime {
                 "container {name} is not running"
             ))),
         }
+    }
+
+    async fn exec_piped(
+        &self,
+        name: &str,
+        argv: &[String],
+        input: BoxStream<'static, Result<bytes::Bytes, DockerError>>,
+    ) -> Result<ExecOutput, DockerError> {
+        let data: Vec<bytes::Bytes> = input.try_collect().await?;
+        self.exec(name, argv, Some(&data.concat())).await
     }
 
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError> {

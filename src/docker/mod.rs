@@ -146,6 +146,15 @@ pub trait ContainerRuntime: Send + Sync {
         argv: &[String],
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, DockerError>;
+    /// As [`exec`](Self::exec), feeding `input` to the command as it arrives, so a large input
+    /// (an image archive) is never held in memory whole. An `input` error ends the command's
+    /// input and is returned.
+    async fn exec_piped(
+        &self,
+        name: &str,
+        argv: &[String],
+        input: BoxStream<'static, Result<bytes::Bytes, DockerError>>,
+    ) -> Result<ExecOutput, DockerError>;
     /// Starts `argv` in the running container `name` and returns at once; it keeps running
     /// inside the container whatever happens to the caller.
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError>;

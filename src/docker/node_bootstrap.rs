@@ -91,22 +91,18 @@ pub async fn images_to_load(
         .collect())
 }
 
-/// Loads `image` from the engine into container `name` (`docker save` into
+/// Loads `image` from the engine into container `name` (`docker save` streamed into
 /// `ctr --namespace=k8s.io images import -`), then records it as loaded.
 pub async fn load_image(
     runtime: &dyn ContainerRuntime,
     name: &str,
     image: &str,
 ) -> Result<(), DockerError> {
-    use futures::StreamExt;
-    let mut archive = Vec::new();
-    let mut chunks = runtime.save_image(image);
-    while let Some(chunk) = chunks.next().await {
-        archive.extend_from_slice(&chunk?);
-    }
     let import = ["ctr", "--namespace=k8s.io", "images", "import", "-"].map(String::from);
     check(
-        runtime.exec(name, &import, Some(&archive)).await?,
+        runtime
+            .exec_piped(name, &import, runtime.save_image(image))
+            .await?,
         &format!("importing {image}"),
     )?;
     let record = [

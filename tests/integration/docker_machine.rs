@@ -251,6 +251,43 @@ async fn images_are_pre_loaded_into_the_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pre_loaded_is_named_and_stops_the_bootstrap() {
+    let (ctx, _controllers) = RunningControllers::started("dm-preload-bad").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    let absent = "capd-rs-test/absent:none";
+    let spec = DockerMachineSpec {
+        custom_image: NODE_IMAGE.into(),
+        pre_load_images: vec![absent.into()],
+        ..Default::default()
+    };
+    let cloud_config = "#cloud-config\nruncmd:\n- touch /tmp/bootstrapped\n";
+    machine_with_spec(&ctx, &cluster_name, &name, false, Some(cloud_config), spec).await;
+    let dm = wait_condition(&ctx, &name, "PreLoadedImagesReady", |c| {
+        c.message.starts_with("Cannot pre-load")
+    })
+    .await;
+    let message = &condition(&dm, "PreLoadedImagesReady").unwrap().message;
+    assert!(
+        // The engine's own words follow ("reference does not exist" from Docker 20.10).
+        message.starts_with(&format!("Cannot pre-load image {absent}: "))
+            && message.len() > format!("Cannot pre-load image {absent}: ").len(),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&dm, "BootstrapCompleted").unwrap().reason,
+        "WaitingForPreloadedImages"
+    );
+    assert_eq!(
+        node_sh(
+            &name,
+            "test -e /tmp/bootstrapped && echo ran || echo waiting"
+        )
+        .await,
+        "waiting\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bootstrap_data_is_named_in_the_condition_without_container_churn() {
     let (ctx, _controllers) = RunningControllers::started("dm-baddata").await;
     let cluster_name = ctx.name("c");
