@@ -70,17 +70,25 @@ fn script(total: usize) -> String {
 # capd-rs bootstrap runner (generated): runs steps 1..{total} in order, each once.
 # Progress (kept across node restarts): "done" holds the last finished step; "failed" the step
 # (0: after the last one), its exit code and the tail of its output; "succeeded" that the success
-# sentinel was there at the end. {RUN_DIR} (emptied by a restart) holds the running runner's pid
-# and its step's. Safe to start again: finished steps are skipped.
+# sentinel was there at the end. {RUN_DIR} (emptied by a restart) holds the lock with the running
+# runner's pid, and its step's pid. Safe to start again: finished steps are skipped.
 cd {DIR} || exit 1
 mkdir -p {RUN_DIR}
-if [ -f {RUN_DIR}/pid ] && kill -0 "$(cat {RUN_DIR}/pid)" 2>/dev/null; then exit 0; fi
+# One runner at a time: the lock directory is made atomically and holds the runner's pid.
+if ! mkdir {RUN_DIR}/lock 2>/dev/null; then
+  holder=$(cat {RUN_DIR}/lock/pid 2>/dev/null)
+  # Held by a live runner, or being taken right now: leave it be.
+  if [ -z "$holder" ] || kill -0 "$holder" 2>/dev/null; then exit 0; fi
+  # Left by a runner that was killed: take it over.
+  rm -rf {RUN_DIR}/lock
+  mkdir {RUN_DIR}/lock 2>/dev/null || exit 0
+fi
+echo $$ > {RUN_DIR}/lock/pid
 [ -f started ] || date +%s > started
-echo $$ > {RUN_DIR}/pid
 rm -f failed
 fail() {{  # step, exit code, output file
   {{ echo "$1 $2"; tail -n 20 "$3"; }} > failed.tmp && mv failed.tmp failed
-  rm -f {RUN_DIR}/pid {RUN_DIR}/step-pid
+  rm -rf {RUN_DIR}/lock {RUN_DIR}/step-pid
   exit "$2"
 }}
 session=$(command -v setsid || true)
@@ -108,7 +116,7 @@ if [ ! -f {SUCCESS_SENTINEL} ]; then
   fail 0 1 end.out
 fi
 touch succeeded
-rm -f {RUN_DIR}/pid {RUN_DIR}/step-pid
+rm -rf {RUN_DIR}/lock {RUN_DIR}/step-pid
 "#
     );
     s
@@ -125,7 +133,8 @@ pub fn start_command() -> Vec<String> {
 pub fn abort_command(reason: &str) -> Vec<String> {
     let script = format!(
         "cd {DIR} || exit 1; \
-         if [ -f {RUN_DIR}/pid ]; then kill \"$(cat {RUN_DIR}/pid)\" 2>/dev/null; rm -f {RUN_DIR}/pid; fi; \
+         if [ -f {RUN_DIR}/lock/pid ]; then kill \"$(cat {RUN_DIR}/lock/pid)\" 2>/dev/null; fi; \
+         rm -rf {RUN_DIR}/lock; \
          if [ -f {RUN_DIR}/step-pid ]; then step_pid=$(cat {RUN_DIR}/step-pid); \
          kill -TERM -- \"-$step_pid\" 2>/dev/null || kill -TERM \"$step_pid\" 2>/dev/null; \
          rm -f {RUN_DIR}/step-pid; fi; \
@@ -136,18 +145,41 @@ pub fn abort_command(reason: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
-/// The command that reports the runner's progress; its output is read by [`parse_progress`].
-pub fn progress_command() -> Vec<String> {
-    let report = format!(
+/// The shell script that reports the runner's progress, read by [`parse_progress`].
+fn report_script() -> String {
+    format!(
         "[ -f {DIR}/run.sh ] && cd {DIR} || {{ echo absent; exit 0; }}; \
          echo \"done $(cat done 2>/dev/null || echo 0)\"; \
          echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
          if [ -f started ]; then echo \"elapsed $(( $(date +%s) - $(cat started) ))\"; fi; \
-         if [ -f {RUN_DIR}/pid ] && kill -0 \"$(cat {RUN_DIR}/pid)\" 2>/dev/null; then echo running; fi; \
+         if [ -f {RUN_DIR}/lock/pid ] && kill -0 \"$(cat {RUN_DIR}/lock/pid)\" 2>/dev/null; then echo running; fi; \
          if [ -f {SUCCESS_SENTINEL} ] || [ -f succeeded ]; then echo succeeded; fi; \
          if [ -f failed ]; then echo failed; cat failed; fi"
+    )
+}
+
+/// The command that reports the runner's progress once; its output is read by
+/// [`parse_progress`].
+pub fn progress_command() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), report_script()]
+}
+
+/// The line that ends each report of [`watch_command`].
+pub const REPORT_END: &str = "--capd-rs-report-end--";
+
+/// The command that follows the runner from inside the node: it checks every 0.2 s and prints a
+/// report (as [`progress_command`] does, then a [`REPORT_END`] line) whenever anything but the
+/// elapsed time changed, and exits after reporting an outcome or a missing runner. One
+/// long-lived command instead of one engine round trip per check.
+pub fn watch_command() -> Vec<String> {
+    let script = format!(
+        "report() {{ ( {} ); }}; last=; \
+         while :; do r=$(report); key=$(echo \"$r\" | grep -v '^elapsed '); \
+         if [ \"$key\" != \"$last\" ]; then printf '%s\\n{REPORT_END}\\n' \"$r\"; last=$key; fi; \
+         case \"$r\" in absent*|*succeeded*|*failed*) exit 0;; esac; sleep 0.2; done",
+        report_script()
     );
-    vec!["/bin/sh".into(), "-c".into(), report]
+    vec!["/bin/sh".into(), "-c".into(), script]
 }
 
 /// Where a bootstrap stands, as the node reports it.

@@ -38,8 +38,6 @@ use crate::docker::pulls::{ImagePulls, PullStatus};
 use crate::docker::{ContainerRuntime, Found, Removal, node_bootstrap};
 
 const KIND: &str = "DockerMachine";
-/// How often the follower reads the node's boot and bootstrap progress.
-const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the follower waits for a node to boot.
@@ -70,7 +68,7 @@ mod reasons {
 struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerMachine>>,
-    followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    followers: Mutex<HashMap<String, (Phase, JoinHandle<()>)>>,
     loaders: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The last image-loading failure per machine, reported once by the next reconcile.
     load_failures: Arc<Mutex<HashMap<String, String>>>,
@@ -156,10 +154,22 @@ pub async fn run(
             }
         })
         .await;
-    for tasks in [&reconciler.followers, &reconciler.loaders] {
-        for (_, task) in tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            task.abort();
-        }
+    let followers = std::mem::take(
+        &mut *reconciler
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for (_, (_, task)) in followers {
+        task.abort();
+    }
+    for (_, task) in reconciler
+        .loaders
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+    {
+        task.abort();
     }
 }
 
@@ -616,28 +626,31 @@ async fn provision(
     let progress = node_bootstrap::progress(runtime, &container)
         .await
         .map_err(bootstrap_error("read the progress of", &container))?;
-    if !progress.installed && !booted(runtime, &container).await {
+    if !progress.installed && !node_bootstrap::booted(runtime, &container).await {
         out.blocked(
             reasons::CGROUPS_READY,
             reasons::NOT_READY,
             "Waiting for the node to boot",
             reasons::WAITING_FOR_CGROUPS,
         );
-        follow(reconciler, dm, &container);
+        follow(reconciler, dm, &container, Phase::Boot);
         return Ok(Action::await_change());
     }
     out.set(reasons::CGROUPS_READY, Status::True, reasons::READY, "");
 
     // 4. Images to pre-load, loaded in the background; what is loaded is recorded in the node.
     let images = &dm.spec.pre_load_images;
-    let missing = node_bootstrap::images_to_load(runtime, &container, images)
-        .await
-        .map_err(|e| {
-            (
-                "PreLoadImagesFailed",
-                format!("Cannot read the pre-loaded images of {container}: {e}"),
-            )
-        })?;
+    let missing = if images.is_empty() {
+        Ok(Vec::new())
+    } else {
+        node_bootstrap::images_to_load(runtime, &container, images).await
+    };
+    let missing = missing.map_err(|e| {
+        (
+            "PreLoadImagesFailed",
+            format!("Cannot read the pre-loaded images of {container}: {e}"),
+        )
+    })?;
     if !missing.is_empty() {
         let failure = reconciler
             .load_failures
@@ -795,7 +808,7 @@ async fn provision(
             &message,
         );
     }
-    follow(reconciler, dm, &container);
+    follow(reconciler, dm, &container, Phase::Bootstrap);
     Ok(Action::await_change())
 }
 
@@ -833,22 +846,6 @@ fn image_for(dm: &DockerMachine, machine: &Machine) -> Result<Mapping, String> {
     }
 }
 
-/// Whether the node has booted: systemd reached the multi-user target and `crictl ps` works.
-async fn booted(runtime: &dyn ContainerRuntime, container: &str) -> bool {
-    let logs = runtime.logs(container).await.unwrap_or_default();
-    let reached = logs
-        .lines()
-        .any(|l| l.contains("Reached target") && l.contains("Multi-User System"));
-    if !reached {
-        return false;
-    }
-    let crictl = ["crictl".to_owned(), "ps".to_owned()];
-    runtime
-        .exec(container, &crictl, None)
-        .await
-        .is_ok_and(|o| o.exit_code == 0)
-}
-
 /// The bootstrap plan from the machine's data Secret (`value`, and `format`).
 async fn bootstrap_plan(
     ctx: &Context,
@@ -879,52 +876,90 @@ async fn bootstrap_plan(
         .map_err(|e| format!("Bootstrap data Secret {secret_name}: {e}"))
 }
 
-/// Starts (once) the background task that reads the node's progress and wakes the reconciler
-/// when it changes, until the bootstrap has an outcome or the node is gone.
-fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str) {
+/// What a follower waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The node's boot.
+    Boot,
+    /// The bootstrap's progress, its outcome, and the bootstrap timeout.
+    Bootstrap,
+}
+
+/// Starts (once per phase) the background task that wakes the reconciler when the node has
+/// booted, or each time the bootstrap advances, until it has an outcome or the node stops.
+fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, phase: Phase) {
     let mut followers = reconciler
         .followers
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if followers.get(&key(dm)).is_some_and(|f| !f.is_finished()) {
-        return;
+    if let Some((following, task)) = followers.get(&key(dm))
+        && !task.is_finished()
+    {
+        if *following == phase {
+            return;
+        }
+        task.abort();
     }
     let runtime = reconciler.ctx.runtime.clone();
     let wake = reconciler.wake.clone();
-    let timeout = bootstrap_timeout(dm).as_secs();
+    let timeout = bootstrap_timeout(dm);
     let target = ObjectRef::from_obj(dm);
     let container = container.to_owned();
     let follower = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
-        let mut last: Option<(bool, bool, usize, bool, u64)> = None;
-        loop {
-            tokio::time::sleep(FOLLOW_EVERY).await;
-            let progress = match node_bootstrap::progress(runtime.as_ref(), &container).await {
-                Ok(p) => p,
-                Err(_) => break,
-            };
-            let booted_now = progress.installed || booted(runtime.as_ref(), &container).await;
-            // Crossing the bootstrap timeout is news too: the reconciler stops the runner.
-            let seen = (
-                booted_now,
-                progress.installed,
-                progress.done,
-                progress.succeeded || progress.failed.is_some(),
-                u64::from(progress.elapsed_seconds > timeout),
-            );
-            if last != Some(seen) {
-                last = Some(seen);
-                let _ = wake.unbounded_send(target.clone());
+        let wake_up = || {
+            let _ = wake.unbounded_send(target.clone());
+        };
+        match phase {
+            Phase::Boot => {
+                let booting = node_bootstrap::wait_until_booted(runtime.as_ref(), &container);
+                let _ = tokio::time::timeout(BOOT_TIMEOUT, booting).await;
             }
-            let finished = progress.succeeded || progress.failed.is_some();
-            let stuck_booting = !booted_now && started.elapsed() > BOOT_TIMEOUT;
-            if finished || stuck_booting || (booted_now && !progress.installed) {
-                break;
+            Phase::Bootstrap => {
+                follow_bootstrap(runtime.as_ref(), &container, timeout, wake_up).await
             }
         }
-        let _ = wake.unbounded_send(target);
+        wake_up();
     });
-    followers.insert(key(dm), follower);
+    followers.insert(key(dm), (phase, follower));
+}
+
+/// Calls `wake_up` on each change of the bootstrap in `container`, and once when it has run
+/// longer than `timeout` (the reconciler then stops it); returns when the progress reports end.
+async fn follow_bootstrap(
+    runtime: &dyn ContainerRuntime,
+    container: &str,
+    timeout: Duration,
+    wake_up: impl Fn(),
+) {
+    let mut reports = node_bootstrap::watch(runtime, container);
+    let mut deadline = None;
+    let mut timed_out = false;
+    loop {
+        let timer = async {
+            match deadline {
+                Some(at) if !timed_out => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            report = reports.next() => match report {
+                Some(Ok(progress)) => {
+                    if deadline.is_none() && progress.installed {
+                        let ran = Duration::from_secs(progress.elapsed_seconds);
+                        // One second late, so the runner's whole-second clock has passed it.
+                        let left = timeout.saturating_sub(ran) + Duration::from_secs(1);
+                        deadline = Some(tokio::time::Instant::now() + left);
+                    }
+                    wake_up();
+                }
+                _ => return,
+            },
+            () = timer => {
+                timed_out = true;
+                wake_up();
+            }
+        }
+    }
 }
 
 /// Starts (once) the background task that loads `images` into the node, then wakes the
@@ -970,7 +1005,7 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
     {
         loader.abort();
     }
-    if let Some(follower) = reconciler
+    if let Some((_, follower)) = reconciler
         .followers
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -369,6 +369,46 @@ impl ContainerRuntime for Engine {
         Ok(text)
     }
 
+    fn follow_logs(&self, name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        self.docker
+            .logs(name, Some(options))
+            .map(|chunk| chunk.map(LogOutput::into_bytes).map_err(convert))
+            .boxed()
+    }
+
+    fn exec_output(
+        &self,
+        name: &str,
+        argv: &[String],
+    ) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        let docker = self.docker.clone();
+        let (name, argv) = (name.to_owned(), argv.to_vec());
+        let started = async move {
+            let options = CreateExecOptions {
+                cmd: Some(argv),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let exec = docker.create_exec(&name, options).await?;
+            docker.start_exec(&exec.id, None::<StartExecOptions>).await
+        };
+        futures::stream::once(started)
+            .flat_map(|started| match started {
+                Ok(StartExecResults::Attached { output, .. }) => output
+                    .map(|chunk| chunk.map(LogOutput::into_bytes).map_err(convert))
+                    .boxed(),
+                Ok(StartExecResults::Detached) => futures::stream::empty().boxed(),
+                Err(e) => futures::stream::once(futures::future::ready(Err(convert(e)))).boxed(),
+            })
+            .boxed()
+    }
+
     async fn remove_container(&self, name: &str) -> Result<(), DockerError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)

@@ -195,6 +195,18 @@ impl ContainerRuntime for FakeRuntime {
         Ok(String::new())
     }
 
+    fn follow_logs(&self, _name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        futures::stream::empty().boxed()
+    }
+
+    fn exec_output(
+        &self,
+        _name: &str,
+        _argv: &[String],
+    ) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
+        futures::stream::empty().boxed()
+    }
+
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
         self.check_up()?;
         Ok(self.state().images.contains(image))

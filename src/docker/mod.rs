@@ -160,6 +160,15 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError>;
     /// The container's log (standard output and error) so far.
     async fn logs(&self, name: &str) -> Result<String, DockerError>;
+    /// The container's log from its start, then as it is written, until the container stops.
+    fn follow_logs(&self, name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>>;
+    /// Runs `argv` in the running container `name` and streams its output (standard output and
+    /// error) as it is written; the stream ends when the command does.
+    fn exec_output(
+        &self,
+        name: &str,
+        argv: &[String],
+    ) -> BoxStream<'static, Result<bytes::Bytes, DockerError>>;
     /// Whether the image is present in the engine.
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
     /// The image as a tar archive (`docker save`), for loading it into a node.

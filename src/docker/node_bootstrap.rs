@@ -2,6 +2,9 @@
 //! ([`crate::bootstrap::runner`]): install its files, start it detached, read its progress;
 //! and pre-loads images into the node's containerd.
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 use super::{ContainerFile, ContainerRuntime, DockerError};
 use crate::bootstrap::Plan;
 use crate::bootstrap::runner::{self, Progress};
@@ -50,6 +53,78 @@ pub async fn progress(runtime: &dyn ContainerRuntime, name: &str) -> Result<Prog
         .await?;
     check(output.clone(), "reading the bootstrap progress")?;
     Ok(runner::parse_progress(&output.stdout))
+}
+
+/// How long to wait between `crictl ps` attempts once the node logged its boot.
+const CRICTL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a node's log shows that systemd reached the multi-user target.
+fn boot_logged(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("Reached target") && l.contains("Multi-User System"))
+}
+
+/// Whether the node has booted: systemd reached the multi-user target and `crictl ps` works.
+pub async fn booted(runtime: &dyn ContainerRuntime, name: &str) -> bool {
+    let log = runtime.logs(name).await.unwrap_or_default();
+    boot_logged(&log) && crictl_works(runtime, name).await
+}
+
+async fn crictl_works(runtime: &dyn ContainerRuntime, name: &str) -> bool {
+    let crictl = ["crictl".to_owned(), "ps".to_owned()];
+    runtime
+        .exec(name, &crictl, None)
+        .await
+        .is_ok_and(|o| o.exit_code == 0)
+}
+
+/// Returns once the node has booted, following its log rather than polling it, then trying
+/// `crictl ps` each second; returns early if the node stops or the engine goes away.
+pub async fn wait_until_booted(runtime: &dyn ContainerRuntime, name: &str) {
+    let mut log = String::new();
+    let mut chunks = runtime.follow_logs(name);
+    while !boot_logged(&log) {
+        match chunks.next().await {
+            Some(Ok(chunk)) => log.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return,
+        }
+    }
+    drop(chunks);
+    while !crictl_works(runtime, name).await {
+        if !matches!(runtime.inspect_container(name).await, Ok(Some(c)) if c.running) {
+            return;
+        }
+        tokio::time::sleep(CRICTL_RETRY).await;
+    }
+}
+
+/// The bootstrap's progress in container `name` each time it changes (the runner's elapsed
+/// time aside), read by one long-lived command in the node; the stream ends after an outcome,
+/// when the runner is missing, or when the node stops.
+pub fn watch(
+    runtime: &dyn ContainerRuntime,
+    name: &str,
+) -> BoxStream<'static, Result<Progress, DockerError>> {
+    let end = format!("\n{}\n", runner::REPORT_END);
+    runtime
+        .exec_output(name, &runner::watch_command())
+        .scan(String::new(), move |buffer, chunk| {
+            let reports = match chunk {
+                Ok(bytes) => {
+                    buffer.push_str(&String::from_utf8_lossy(&bytes));
+                    let mut reports = Vec::new();
+                    while let Some(at) = buffer.find(&end) {
+                        let block: String = buffer.drain(..at + end.len()).collect();
+                        reports.push(Ok(runner::parse_progress(&block[..at])));
+                    }
+                    reports
+                }
+                Err(e) => vec![Err(e)],
+            };
+            futures::future::ready(Some(futures::stream::iter(reports)))
+        })
+        .flatten()
+        .boxed()
 }
 
 fn check(output: super::ExecOutput, what: &str) -> Result<super::ExecOutput, DockerError> {

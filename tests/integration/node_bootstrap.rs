@@ -123,8 +123,12 @@ runcmd:
     node_bootstrap::install(&engine, &name, &plan)
         .await
         .unwrap();
-    node_bootstrap::start(&engine, &name).await.unwrap();
-    // A restarted manager starts the runner again: nothing may run twice.
+    // Starts that race (a restarted manager, a reconcile woken twice) run one runner: nothing
+    // may run twice.
+    let starts = (0..4).map(|_| node_bootstrap::start(&engine, &name));
+    for started in futures::future::join_all(starts).await {
+        started.unwrap();
+    }
     node_bootstrap::start(&engine, &name).await.unwrap();
     let progress = finished(&engine, &name).await;
     assert!(
