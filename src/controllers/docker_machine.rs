@@ -525,6 +525,12 @@ async fn provision(
             not_provisioned(out, format!("Container {container} is not running anymore"));
             return Ok(Action::await_change());
         }
+        Ok(Found::Absent) if !dm.spec.provider_id.is_empty() => {
+            // Like CAPD: a provisioned machine whose container is gone is not given a fresh,
+            // unbootstrapped node under the same name; it is left to remediation.
+            not_provisioned(out, format!("Container {container} is not running anymore"));
+            return Ok(Action::await_change());
+        }
         Ok(Found::Absent) => {
             let image =
                 image_for(dm, machine).map_err(|m| ("InvalidMachine", not_provisioned(out, m)))?;

@@ -139,7 +139,8 @@ async fn a_manager_restart_mid_bootstrap_runs_each_command_once() {
         c.reason == "NotCompleted" && c.message.starts_with("Running step")
     })
     .await;
-    controllers.stop().await;
+    // Killed, not stopped: every task of the controllers is aborted where it stands.
+    drop(controllers);
 
     let _restarted = RunningControllers::start(&ctx).await;
     wait_condition(&ctx, &name, "BootstrapCompleted", |c| c.status == "True").await;
@@ -186,6 +187,60 @@ async fn deleting_a_machine_removes_its_container() {
             .is_none(),
         "the node container was left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_works_when_the_container_or_the_cluster_is_already_gone() {
+    let (ctx, _controllers) = RunningControllers::started("dm-delete-gone").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    let other = format!("{cluster_name}-w2");
+    let cloud_config = format!("#cloud-config\nruncmd:\n- {SENTINEL}\n");
+    for machine_name in [&name, &other] {
+        machine(
+            &ctx,
+            &cluster_name,
+            machine_name,
+            false,
+            Some(&cloud_config),
+            None,
+        )
+        .await;
+        wait_condition(&ctx, machine_name, "Ready", |c| c.status == "True").await;
+    }
+    let engine = Engine::connect().await.unwrap();
+
+    // A provisioned machine's container removed by hand is reported, not replaced by a fresh
+    // node under the same name (left to remediation, as CAPD does).
+    engine.remove_container(&name).await.unwrap();
+    wait_condition(&ctx, &name, "ContainerProvisioned", |c| {
+        c.message == format!("Container {name} is not running anymore")
+    })
+    .await;
+    assert_eq!(engine.inspect_container(&name).await.unwrap(), None);
+
+    // The Cluster goes first; both DockerMachines can still be deleted.
+    ctx.api::<Cluster>()
+        .delete(&cluster_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    for machine_name in [&name, &other] {
+        ctx.api::<DockerMachine>()
+            .delete(machine_name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for machine_name in [&name, &other] {
+        wait_for("the DockerMachine to go", TIMEOUT, || async {
+            ctx.api::<DockerMachine>()
+                .get_opt(machine_name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+    assert_eq!(engine.inspect_container(&other).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
