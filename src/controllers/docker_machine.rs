@@ -628,11 +628,27 @@ async fn provision(
     out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
 
-    // 3. The node's boot, read from the node (a follower wakes us when it has booted).
-    let progress = node_bootstrap::progress(runtime, &container)
+    // 3. The node's boot, read from the node (a follower wakes us when it has booted): its log
+    // first, which needs no exec; then the bootstrap's progress; `crictl ps` only before a
+    // bootstrap was installed.
+    let logged = node_bootstrap::boot_logged(runtime, &container)
         .await
-        .map_err(bootstrap_error("read the progress of", &container))?;
-    if !progress.installed && !node_bootstrap::booted(runtime, &container).await {
+        .map_err(|e| {
+            (
+                "ContainerFailed",
+                format!("Cannot read the log of {container}: {e}"),
+            )
+        })?;
+    let progress = if logged {
+        let progress = node_bootstrap::progress(runtime, &container)
+            .await
+            .map_err(bootstrap_error("read the progress of", &container))?;
+        let booted = progress.installed || node_bootstrap::crictl_works(runtime, &container).await;
+        booted.then_some(progress)
+    } else {
+        None
+    };
+    let Some(progress) = progress else {
         out.blocked(
             reasons::CGROUPS_READY,
             reasons::NOT_READY,
@@ -641,7 +657,7 @@ async fn provision(
         );
         follow(reconciler, dm, &container, Phase::Boot);
         return Ok(Action::await_change());
-    }
+    };
     out.set(reasons::CGROUPS_READY, Status::True, reasons::READY, "");
 
     // 4. Images to pre-load, loaded in the background; what is loaded is recorded in the node.

@@ -59,18 +59,19 @@ pub async fn progress(runtime: &dyn ContainerRuntime, name: &str) -> Result<Prog
 const CRICTL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether a node's log shows that systemd reached the multi-user target.
-fn boot_logged(log: &str) -> bool {
+fn reached_multi_user(log: &str) -> bool {
     log.lines()
         .any(|l| l.contains("Reached target") && l.contains("Multi-User System"))
 }
 
-/// Whether the node has booted: systemd reached the multi-user target and `crictl ps` works.
-pub async fn booted(runtime: &dyn ContainerRuntime, name: &str) -> bool {
-    let log = runtime.logs(name).await.unwrap_or_default();
-    boot_logged(&log) && crictl_works(runtime, name).await
+/// Whether node `name` logged that systemd reached the multi-user target (the first half of
+/// a boot, read without running anything in the node).
+pub async fn boot_logged(runtime: &dyn ContainerRuntime, name: &str) -> Result<bool, DockerError> {
+    Ok(reached_multi_user(&runtime.logs(name).await?))
 }
 
-async fn crictl_works(runtime: &dyn ContainerRuntime, name: &str) -> bool {
+/// Whether `crictl ps` works in node `name` (the second half of a boot: containerd is up).
+pub async fn crictl_works(runtime: &dyn ContainerRuntime, name: &str) -> bool {
     let crictl = ["crictl".to_owned(), "ps".to_owned()];
     runtime
         .exec(name, &crictl, None)
@@ -83,7 +84,7 @@ async fn crictl_works(runtime: &dyn ContainerRuntime, name: &str) -> bool {
 pub async fn wait_until_booted(runtime: &dyn ContainerRuntime, name: &str) {
     let mut log = String::new();
     let mut chunks = runtime.follow_logs(name);
-    while !boot_logged(&log) {
+    while !reached_multi_user(&log) {
         match chunks.next().await {
             Some(Ok(chunk)) => log.push_str(&String::from_utf8_lossy(&chunk)),
             _ => return,
