@@ -55,11 +55,7 @@ fn of_cidrs(cidrs: &[String]) -> Result<IpFamily, String> {
     }
     let (mut v4, mut v6) = (false, false);
     for cidr in cidrs {
-        let ip = cidr
-            .split_once('/')
-            .filter(|(_, bits)| bits.parse::<u8>().is_ok())
-            .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
-            .ok_or_else(|| format!("could not parse CIDR {cidr:?}"))?;
+        let ip = parse_cidr(cidr).ok_or_else(|| format!("could not parse CIDR {cidr:?}"))?;
         match ip {
             IpAddr::V4(_) => v4 = true,
             IpAddr::V6(_) => v6 = true,
@@ -70,6 +66,19 @@ fn of_cidrs(cidrs: &[String]) -> Result<IpFamily, String> {
         (false, true) => IpFamily::V6,
         _ => IpFamily::V4,
     })
+}
+
+/// The address of a CIDR as Go's `net.ParseCIDR` accepts it (decimal prefix length within the
+/// address's size), IPv4-mapped IPv6 counted as IPv4 as Go's `To4` does.
+fn parse_cidr(cidr: &str) -> Option<IpAddr> {
+    let (ip, bits) = cidr.split_once('/')?;
+    if bits.is_empty() || bits.len() > 3 || !bits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bits: u8 = bits.parse().ok()?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then(|| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -118,6 +127,20 @@ mod tests {
                 "{pods:?} {services:?}"
             );
         }
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "fd00::/129",
+            "10.0.0.0/",
+            "10.0.0.0",
+        ] {
+            assert!(IpFamily::of(&network(&[bad], &[])).is_err(), "{bad}");
+        }
+        // Go's To4 counts an IPv4-mapped IPv6 address as IPv4.
+        assert_eq!(
+            IpFamily::of(&network(&["::ffff:10.0.0.0/104"], &[])),
+            Ok(IpFamily::V4)
+        );
         assert!(IpFamily::Dual.has_v4() && IpFamily::Dual.has_v6());
         assert!(!IpFamily::V4.has_v6() && !IpFamily::V6.has_v4());
     }

@@ -16,7 +16,8 @@
 //! args and CRI socket of the kubeadm `InitConfiguration`/`JoinConfiguration`, a
 //! `KubeProxyConfiguration` that leaves the conntrack sysctl alone, and
 //! `--ignore-preflight-errors` on `kubeadm init`/`kubeadm join`, which are also prefixed with a
-//! command writing [`STARTED_SENTINEL`] (the controller's guard against running kubeadm twice).
+//! command writing [`STARTED_SENTINEL`] (CAPD's marker that kubeadm was started; capd-rs's
+//! guard against running it twice is the runner's progress, see [`runner`]).
 //!
 //! Fixed CAPD bugs: unknown cloud-config modules are skipped instead of failing, `gz+b64`
 //! content is base64-decoded *and* gunzipped, Ignition v3 (not only v2.3) is accepted, Ignition
@@ -114,6 +115,16 @@ pub struct Command {
     /// How many times to retry the command after a failure: 5 for commands that write files,
     /// 0 for commands that run the user's commands (`runcmd`, starting units).
     pub retries: u32,
+    /// The command makes a file or directory on a node's tmpfs (`/run`, `/tmp`), which a node
+    /// restart empties: it is run again before a bootstrap resumes on a restarted node.
+    pub on_tmpfs: bool,
+}
+
+/// Whether `path` is on a kind node's tmpfs mounts.
+fn on_tmpfs(path: &str) -> bool {
+    ["/run", "/tmp"]
+        .iter()
+        .any(|mount| path == *mount || path.starts_with(&format!("{mount}/")))
 }
 
 impl Command {
@@ -124,6 +135,7 @@ impl Command {
             stdin: None,
             description: format!("create directory {dir}"),
             retries: FILE_RETRIES,
+            on_tmpfs: on_tmpfs(dir),
         }
     }
 
@@ -143,6 +155,7 @@ impl Command {
             stdin: Some(content),
             description: format!("{verb} {path}"),
             retries: FILE_RETRIES,
+            on_tmpfs: on_tmpfs(path),
         }
     }
 
@@ -153,6 +166,7 @@ impl Command {
             stdin: None,
             description: format!("chmod {mode} {path}"),
             retries: FILE_RETRIES,
+            on_tmpfs: on_tmpfs(path),
         }
     }
 
@@ -163,6 +177,7 @@ impl Command {
             stdin: None,
             description: format!("chown {owner} {path}"),
             retries: FILE_RETRIES,
+            on_tmpfs: on_tmpfs(path),
         }
     }
 
@@ -173,6 +188,7 @@ impl Command {
             stdin: None,
             description,
             retries,
+            on_tmpfs: false,
         }
     }
 
@@ -183,6 +199,7 @@ impl Command {
             stdin: None,
             description,
             retries,
+            on_tmpfs: false,
         }
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! Started detached (`docker exec -d`), the runner keeps going whatever happens to the manager,
 //! and its progress files let a restarted manager pick up where it stands: a step is never run
-//! twice, and a bootstrap is never taken as done before the success sentinel exists.
+//! twice (but see node restarts below), and a bootstrap is never taken as done before all its
+//! steps ran and one of them wrote the success sentinel.
 //!
 //! The steps and progress live on the node's `/var` volume, so they survive a restart of the
-//! node container (an engine restart restarts it): the runner resumes after the last finished
-//! step. Only the running runner's process ids live on the `/run` tmpfs, which a restart empties.
-//! Each step runs in its own session, so stopping a bootstrap stops the step's processes too.
+//! node container (an engine restart restarts it): the runner first runs again the finished steps
+//! that wrote to the node's tmpfs (`/run`, `/tmp`, emptied by the restart), then resumes with the
+//! step that was interrupted (which thus runs a second time; a `kubeadm init` or `join` cut short
+//! refuses to run again, and the step fails with kubeadm's words). Only the running runner's lock
+//! and process ids live on `/run`. Each step runs in its own session, so stopping a bootstrap
+//! stops the step's processes too.
 
 use std::fmt::Write as _;
 
@@ -48,6 +52,12 @@ pub fn files(plan: &Plan) -> Vec<RunnerFile> {
             path: format!("{DIR}/step-{n}.retries"),
             content: command.retries.to_string().into_bytes(),
         });
+        if command.on_tmpfs {
+            files.push(RunnerFile {
+                path: format!("{DIR}/step-{n}.replay"),
+                content: Vec::new(),
+            });
+        }
         if let Some(stdin) = &command.stdin {
             files.push(RunnerFile {
                 path: format!("{DIR}/step-{n}.in"),
@@ -69,20 +79,18 @@ fn script(total: usize) -> String {
         r#"#!/bin/sh
 # capd-rs bootstrap runner (generated): runs steps 1..{total} in order, each once.
 # Progress (kept across node restarts): "done" holds the last finished step; "failed" the step
-# (0: after the last one), its exit code and the tail of its output; "succeeded" that the success
-# sentinel was there at the end. {RUN_DIR} (emptied by a restart) holds the lock with the running
-# runner's pid, and its step's pid. Safe to start again: finished steps are skipped.
+# (0: after the last one), its exit code and the tail of its output; "sentinel-seen" that a step
+# left the success sentinel; "succeeded" that all steps ran and the sentinel had been written.
+# {RUN_DIR} (emptied by a node restart) holds the lock with the running runner's pid, its step's
+# pid, and "ran" (this boot of the node has run the runner). Safe to start again: finished steps
+# are skipped; after a node restart the finished steps that wrote to /run or /tmp run again.
 cd {DIR} || exit 1
+[ -f succeeded ] && exit 0
 mkdir -p {RUN_DIR}
-# One runner at a time: the lock directory is made atomically and holds the runner's pid.
-if ! mkdir {RUN_DIR}/lock 2>/dev/null; then
-  holder=$(cat {RUN_DIR}/lock/pid 2>/dev/null)
-  # Held by a live runner, or being taken right now: leave it be.
-  if [ -z "$holder" ] || kill -0 "$holder" 2>/dev/null; then exit 0; fi
-  # Left by a runner that was killed: take it over.
-  rm -rf {RUN_DIR}/lock
-  mkdir {RUN_DIR}/lock 2>/dev/null || exit 0
-fi
+# One runner at a time: the lock directory is made atomically and holds the runner's pid. A lock
+# left by a killed runner is never taken over (that could run a step twice): the bootstrap then
+# stops advancing and bootstrapTimeout reports it.
+mkdir {RUN_DIR}/lock 2>/dev/null || exit 0
 echo $$ > {RUN_DIR}/lock/pid
 [ -f started ] || date +%s > started
 rm -f failed
@@ -91,16 +99,29 @@ fail() {{  # step, exit code, output file
   rm -rf {RUN_DIR}/lock {RUN_DIR}/step-pid
   exit "$2"
 }}
+input_of() {{ if [ -f "step-$1.in" ]; then echo "step-$1.in"; else echo /dev/null; fi; }}
+read last < done 2>/dev/null || last=0
+if [ ! -f {RUN_DIR}/ran ] && [ "$last" -gt 0 ]; then
+  # The node restarted mid-bootstrap: what finished steps wrote to its tmpfs is gone.
+  j=1
+  while [ "$j" -le "$last" ]; do
+    if [ -f "step-$j.replay" ]; then
+      sh "step-$j.sh" < "$(input_of "$j")" > "step-$j.out" 2>&1 || fail "$j" "$?" "step-$j.out"
+    fi
+    j=$((j + 1))
+  done
+fi
+touch {RUN_DIR}/ran
 session=$(command -v setsid || true)
-i=$(( $(cat done 2>/dev/null || echo 0) + 1 ))
+i=$((last + 1))
 while [ "$i" -le {total} ]; do
   attempt=0
   while :; do
-    if [ -f "step-$i.in" ]; then input="step-$i.in"; else input=/dev/null; fi
-    $session sh "step-$i.sh" < "$input" > "step-$i.out" 2>&1 &
+    $session sh "step-$i.sh" < "$(input_of "$i")" > "step-$i.out" 2>&1 &
     echo $! > {RUN_DIR}/step-pid
     wait $!
     code=$?
+    rm -f {RUN_DIR}/step-pid
     [ "$code" -eq 0 ] && break
     attempt=$((attempt + 1))
     if [ "$attempt" -gt "$(cat "step-$i.retries")" ]; then
@@ -108,15 +129,16 @@ while [ "$i" -le {total} ]; do
     fi
     sleep 5
   done
+  [ -f {SUCCESS_SENTINEL} ] && touch sentinel-seen
   echo "$i" > done.tmp && mv done.tmp done
   i=$((i + 1))
 done
-if [ ! -f {SUCCESS_SENTINEL} ]; then
+if [ ! -f sentinel-seen ]; then
   echo "all {total} steps ran, but none wrote {SUCCESS_SENTINEL}" > end.out
   fail 0 1 end.out
 fi
 touch succeeded
-rm -rf {RUN_DIR}/lock {RUN_DIR}/step-pid
+rm -rf {RUN_DIR}/lock
 "#
     );
     s
@@ -128,16 +150,16 @@ pub fn start_command() -> Vec<String> {
 }
 
 /// The command that stops a runner that has taken too long, with the processes of the step it
-/// is on, recording that step as failed with exit code 124 (as `timeout` reports it) and
-/// `reason` as its output.
+/// is on (its process group), recording that step as failed with exit code 124 (as `timeout`
+/// reports it) and `reason` as its output.
 pub fn abort_command(reason: &str) -> Vec<String> {
     let script = format!(
         "cd {DIR} || exit 1; \
          if [ -f {RUN_DIR}/lock/pid ]; then kill \"$(cat {RUN_DIR}/lock/pid)\" 2>/dev/null; fi; \
-         rm -rf {RUN_DIR}/lock; \
          if [ -f {RUN_DIR}/step-pid ]; then step_pid=$(cat {RUN_DIR}/step-pid); \
-         kill -TERM -- \"-$step_pid\" 2>/dev/null || kill -TERM \"$step_pid\" 2>/dev/null; \
+         kill -TERM \"-$step_pid\" 2>/dev/null || kill -TERM \"$step_pid\" 2>/dev/null; \
          rm -f {RUN_DIR}/step-pid; fi; \
+         rm -rf {RUN_DIR}/lock; \
          step=$(( $(cat done 2>/dev/null || echo 0) + 1 )); \
          {{ echo \"$step 124\"; echo {}; }} > failed.tmp && mv failed.tmp failed",
         quote_always(reason)
@@ -153,7 +175,7 @@ fn report_script() -> String {
          echo \"total $(ls step-*.sh 2>/dev/null | wc -l)\"; \
          if [ -f started ]; then echo \"elapsed $(( $(date +%s) - $(cat started) ))\"; fi; \
          if [ -f {RUN_DIR}/lock/pid ] && kill -0 \"$(cat {RUN_DIR}/lock/pid)\" 2>/dev/null; then echo running; fi; \
-         if [ -f {SUCCESS_SENTINEL} ] || [ -f succeeded ]; then echo succeeded; fi; \
+         if [ -f succeeded ]; then echo succeeded; fi; \
          if [ -f failed ]; then echo failed; cat failed; fi"
     )
 }
@@ -167,16 +189,22 @@ pub fn progress_command() -> Vec<String> {
 /// The line that ends each report of [`watch_command`].
 pub const REPORT_END: &str = "--capd-rs-report-end--";
 
-/// The command that follows the runner from inside the node: it checks every 0.2 s and prints a
-/// report (as [`progress_command`] does, then a [`REPORT_END`] line) whenever anything but the
-/// elapsed time changed, and exits after reporting an outcome or a missing runner. One
-/// long-lived command instead of one engine round trip per check.
-pub fn watch_command() -> Vec<String> {
+/// The command that follows the runner from inside the node for at most `lifetime`: every half
+/// second it checks, with shell builtins only, the finished steps, whether the runner runs and
+/// whether there is an outcome; when any of these changed it prints a full report (as
+/// [`progress_command`] does) and a [`REPORT_END`] line. It exits after reporting an outcome or
+/// a missing runner, and at the end of its lifetime (so a watch whose reader went away does not
+/// outlive it for long). One long-lived command instead of one engine round trip per check.
+pub fn watch_command(lifetime: std::time::Duration) -> Vec<String> {
+    let checks = lifetime.as_secs().max(1) * 2;
     let script = format!(
-        "report() {{ ( {} ); }}; last=; \
-         while :; do r=$(report); key=$(echo \"$r\" | grep -v '^elapsed '); \
-         if [ \"$key\" != \"$last\" ]; then printf '%s\\n{REPORT_END}\\n' \"$r\"; last=$key; fi; \
-         case \"$r\" in absent*|*succeeded*|*failed*) exit 0;; esac; sleep 0.2; done",
+        "last=; n=0; while [ \"$n\" -lt {checks} ]; do n=$((n + 1)); \
+         if [ -f {DIR}/run.sh ]; then read d < {DIR}/done 2>/dev/null || d=0; \
+         r=; if [ -f {RUN_DIR}/lock/pid ] && read p < {RUN_DIR}/lock/pid && kill -0 \"$p\" 2>/dev/null; then r=running; fi; \
+         o=; [ -f {DIR}/succeeded ] && o=succeeded; [ -f {DIR}/failed ] && o=failed; \
+         key=\"$d $r $o\"; else key=absent; o=absent; fi; \
+         if [ \"$key\" != \"$last\" ]; then ( {} ); echo {REPORT_END}; last=$key; fi; \
+         [ -n \"$o\" ] && exit 0; sleep 0.5; done",
         report_script()
     );
     vec!["/bin/sh".into(), "-c".into(), script]
@@ -251,12 +279,14 @@ mod tests {
                     stdin: Some(b"x".to_vec()),
                     description: "write /etc/a b".into(),
                     retries: 5,
+                    on_tmpfs: true,
                 },
                 Command {
                     argv: vec!["/bin/sh".into(), "-c".into(), "echo it's".into()],
                     stdin: None,
                     description: "run".into(),
                     retries: 0,
+                    on_tmpfs: false,
                 },
             ],
             warnings: vec![],
@@ -271,15 +301,16 @@ mod tests {
             [
                 "/step-1.sh",
                 "/step-1.retries",
+                "/step-1.replay",
                 "/step-1.in",
                 "/step-2.sh",
                 "/step-2.retries",
                 "/run.sh"
             ]
         );
-        let step2 = String::from_utf8(files[3].content.clone()).unwrap();
+        let step2 = String::from_utf8(files[4].content.clone()).unwrap();
         assert_eq!(step2, "# run\nexec '/bin/sh' '-c' 'echo it'\\''s'\n");
-        let runner = String::from_utf8(files[5].content.clone()).unwrap();
+        let runner = String::from_utf8(files[6].content.clone()).unwrap();
         assert!(runner.contains("while [ \"$i\" -le 2 ]"), "{runner}");
     }
 

@@ -8,6 +8,7 @@
 //! restarted manager picks up where the node stands.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ use crate::docker::{ContainerRuntime, Found, Removal, node_bootstrap};
 const KIND: &str = "DockerMachine";
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a bootstrap watch outlives the bootstrap timeout.
+const WATCH_GRACE: Duration = Duration::from_secs(30);
+/// How often a follower wakes the reconciler after the bootstrap timeout until it stops the
+/// bootstrap.
+const TIMEOUT_REMINDER: Duration = Duration::from_secs(5);
 /// How long the follower waits for a node to boot.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -68,7 +74,7 @@ mod reasons {
 struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerMachine>>,
-    followers: Mutex<HashMap<String, (Phase, JoinHandle<()>)>>,
+    followers: Mutex<HashMap<String, Follower>>,
     loaders: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The last image-loading failure per machine, reported once by the next reconcile.
     load_failures: Arc<Mutex<HashMap<String, String>>>,
@@ -160,8 +166,8 @@ pub async fn run(
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
-    for (_, (_, task)) in followers {
-        task.abort();
+    for (_, follower) in followers {
+        follower.task.abort();
     }
     for (_, task) in reconciler
         .loaders
@@ -628,9 +634,9 @@ async fn provision(
     out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
 
-    // 3. The node's boot, read from the node (a follower wakes us when it has booted): its log
-    // first, which needs no exec; then the bootstrap's progress; `crictl ps` only before a
-    // bootstrap was installed.
+    // 3. The node's boot, read from the node (a follower wakes us when it has booted): the log of
+    // its current run first, which needs no exec; then the bootstrap's progress, and `crictl ps`
+    // until the bootstrap has succeeded.
     let logged = node_bootstrap::boot_logged(runtime, &container)
         .await
         .map_err(|e| {
@@ -643,7 +649,7 @@ async fn provision(
         let progress = node_bootstrap::progress(runtime, &container)
             .await
             .map_err(bootstrap_error("read the progress of", &container))?;
-        let booted = progress.installed || node_bootstrap::crictl_works(runtime, &container).await;
+        let booted = progress.succeeded || node_bootstrap::crictl_works(runtime, &container).await;
         booted.then_some(progress)
     } else {
         None
@@ -898,6 +904,16 @@ async fn bootstrap_plan(
         .map_err(|e| format!("Bootstrap data Secret {secret_name}: {e}"))
 }
 
+/// A background task that wakes the reconciler about one machine.
+struct Follower {
+    /// What it follows.
+    phase: Phase,
+    /// Set before its last wake: a reconcile that needs a follower then starts a new one
+    /// (the task itself may still be finishing).
+    ended: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
 /// What a follower waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -914,20 +930,22 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, pha
         .followers
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some((following, task)) = followers.get(&key(dm))
-        && !task.is_finished()
+    if let Some(follower) = followers.get(&key(dm))
+        && !follower.ended.load(Ordering::SeqCst)
     {
-        if *following == phase {
+        if follower.phase == phase {
             return;
         }
-        task.abort();
+        follower.task.abort();
     }
     let runtime = reconciler.ctx.runtime.clone();
     let wake = reconciler.wake.clone();
     let timeout = bootstrap_timeout(dm);
     let target = ObjectRef::from_obj(dm);
     let container = container.to_owned();
-    let follower = tokio::spawn(async move {
+    let ended = Arc::new(AtomicBool::new(false));
+    let ended_here = ended.clone();
+    let task = tokio::spawn(async move {
         let wake_up = || {
             let _ = wake.unbounded_send(target.clone());
         };
@@ -940,27 +958,30 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, pha
                 follow_bootstrap(runtime.as_ref(), &container, timeout, wake_up).await
             }
         }
+        // Ended before the last wake, so the reconcile it causes can start a new follower.
+        ended_here.store(true, Ordering::SeqCst);
         wake_up();
     });
-    followers.insert(key(dm), (phase, follower));
+    followers.insert(key(dm), Follower { phase, ended, task });
 }
 
-/// Calls `wake_up` on each change of the bootstrap in `container`, and once when it has run
-/// longer than `timeout` (the reconciler then stops it); returns when the progress reports end.
+/// Calls `wake_up` on each change of the bootstrap in `container`, and every few seconds once
+/// it has run longer than `timeout` (until the reconciler has stopped it); returns when the
+/// progress reports end.
 async fn follow_bootstrap(
     runtime: &dyn ContainerRuntime,
     container: &str,
     timeout: Duration,
     wake_up: impl Fn(),
 ) {
-    let mut reports = node_bootstrap::watch(runtime, container);
+    // The watch ends a little after the timeout at the latest; the reconciler starts a new one.
+    let mut reports = node_bootstrap::watch(runtime, container, timeout + WATCH_GRACE);
     let mut deadline = None;
-    let mut timed_out = false;
     loop {
         let timer = async {
             match deadline {
-                Some(at) if !timed_out => tokio::time::sleep_until(at).await,
-                _ => std::future::pending().await,
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -977,7 +998,8 @@ async fn follow_bootstrap(
                 _ => return,
             },
             () = timer => {
-                timed_out = true;
+                // Reminded until the reconciler has stopped the bootstrap (then the watch ends).
+                deadline = Some(tokio::time::Instant::now() + TIMEOUT_REMINDER);
                 wake_up();
             }
         }
@@ -1027,13 +1049,13 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
     {
         loader.abort();
     }
-    if let Some((_, follower)) = reconciler
+    if let Some(follower) = reconciler
         .followers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&key(dm))
     {
-        follower.abort();
+        follower.task.abort();
     }
     let api: Api<DockerMachine> =
         Api::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default());

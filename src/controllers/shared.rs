@@ -215,8 +215,9 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
 }
 
 /// Wakes the owner (of `kind`) of a container when the engine reports one of `actions` for it,
-/// until `shutdown`. While the engine is away events are missed, so after every reconnection
-/// all objects are reconciled once (`reconcile_all`); reconnects back off from 0.5 s to 30 s.
+/// until `shutdown`. While the engine is away events are missed, so once it answers again after
+/// the stream ended, all objects are reconciled once (`reconcile_all`); reconnects back off
+/// from 0.5 s to 30 s.
 pub async fn forward_container_events<K>(
     ctx: Arc<Context>,
     kind: &'static str,
@@ -233,19 +234,22 @@ pub async fn forward_container_events<K>(
         let mut reconnecting = false;
         loop {
             let mut events = ctx.runtime.container_events(&filter);
+            // Back after the stream ended: once the engine answers, look at everything once
+            // for what happened while nobody listened.
+            if reconnecting && ctx.runtime.ping().await.is_ok() {
+                let _ = reconcile_all.unbounded_send(());
+            }
             while let Some(event) = events.next().await {
                 let event = match event {
-                    Ok(event) => event,
+                    Ok(event) => {
+                        delay = Duration::from_millis(500);
+                        event
+                    }
                     Err(e) => {
                         warn!(error = %e, kind, "Docker event stream failed; reconnecting");
-                        reconnecting = true;
                         break;
                     }
                 };
-                if std::mem::take(&mut reconnecting) {
-                    delay = Duration::from_millis(500);
-                    let _ = reconcile_all.unbounded_send(());
-                }
                 if !actions.contains(&event.action.as_str()) {
                     continue;
                 }
@@ -254,6 +258,7 @@ pub async fn forward_container_events<K>(
                         wake.unbounded_send(ObjectRef::new(&owner.name).within(&owner.namespace));
                 }
             }
+            reconnecting = true;
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }

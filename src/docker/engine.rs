@@ -89,6 +89,7 @@ impl Engine {
             .await
             .map_err(convert)?;
         let (mut stdout, mut stderr) = (String::new(), String::new());
+        let mut feed_failure = None;
         if let StartExecResults::Attached {
             mut output,
             input: mut writer,
@@ -98,27 +99,29 @@ impl Engine {
             .await
             .map_err(convert)?
         {
+            // The input's own failure is the caller's to know; a failed write usually means
+            // the command exited early, and its exit code and output then say why.
             let feed = async move {
-                let mut fed = Ok(());
+                let (mut source_error, mut write_error) = (None, None);
                 if let Some(mut input) = input {
                     while let Some(chunk) = input.next().await {
-                        let written = match chunk {
-                            Ok(data) => writer.write_all(&data).await.map_err(|e| {
-                                DockerError::Engine(format!("writing to the command's input: {e}"))
-                            }),
-                            Err(e) => Err(e),
+                        let data = match chunk {
+                            Ok(data) => data,
+                            Err(e) => {
+                                source_error = Some(e);
+                                break;
+                            }
                         };
-                        if let Err(e) = written {
-                            fed = Err(e);
+                        if let Err(e) = writer.write_all(&data).await {
+                            write_error = Some(DockerError::Engine(format!(
+                                "writing to the command's input: {e}"
+                            )));
                             break;
                         }
                     }
                 }
-                let closed = writer
-                    .shutdown()
-                    .await
-                    .map_err(|e| DockerError::Engine(format!("closing the command's input: {e}")));
-                fed.and(closed)
+                let _ = writer.shutdown().await;
+                (source_error, write_error)
             };
             let collect = async {
                 while let Some(chunk) = output.next().await {
@@ -131,17 +134,42 @@ impl Engine {
                 }
                 Ok::<(), DockerError>(())
             };
-            let (fed, collected) = futures::join!(feed, collect);
+            let ((source_error, write_error), collected) = futures::join!(feed, collect);
             collected?;
-            fed?;
+            if let Some(e) = source_error {
+                return Err(e);
+            }
+            feed_failure = write_error;
         }
         let inspect = self.docker.inspect_exec(&exec.id).await.map_err(convert)?;
-        Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
-            stdout,
-            stderr,
-        })
+        let exit_code = inspect.exit_code.unwrap_or(-1);
+        match feed_failure {
+            Some(e) if exit_code == 0 => Err(e),
+            _ => Ok(ExecOutput {
+                exit_code,
+                stdout,
+                stderr,
+            }),
+        }
     }
+}
+
+/// When container `name` last started, in whole Unix seconds (for reading the log of its
+/// current run only: a restarted node's log still holds its previous boot).
+async fn started_at(docker: &Docker, name: &str) -> Result<i32, DockerError> {
+    let info = docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+        .map_err(convert)?;
+    let started = info.state.and_then(|s| s.started_at).unwrap_or_default();
+    let seconds = started
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|e| {
+            DockerError::Engine(format!("container {name} started at {started:?}: {e}"))
+        })?;
+    i32::try_from(seconds)
+        .map_err(|_| DockerError::Engine(format!("container {name} started at {started:?}")))
 }
 
 /// A tar archive holding `files`, for the engine's archive upload.
@@ -164,6 +192,10 @@ fn files_archive(files: &[ContainerFile]) -> Result<Vec<u8>, DockerError> {
 
 #[async_trait]
 impl ContainerRuntime for Engine {
+    async fn ping(&self) -> Result<(), DockerError> {
+        self.docker.ping().await.map(drop).map_err(convert)
+    }
+
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {
         let info = match self
             .docker
@@ -355,9 +387,11 @@ impl ContainerRuntime for Engine {
     }
 
     async fn logs(&self, name: &str) -> Result<String, DockerError> {
+        let since = started_at(&self.docker, name).await?;
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
+            .since(since)
             .build();
         let mut stream = self.docker.logs(name, Some(options));
         let mut text = String::new();
@@ -370,14 +404,25 @@ impl ContainerRuntime for Engine {
     }
 
     fn follow_logs(&self, name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>> {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(true)
-            .build();
-        self.docker
-            .logs(name, Some(options))
-            .map(|chunk| chunk.map(LogOutput::into_bytes).map_err(convert))
+        let docker = self.docker.clone();
+        let name = name.to_owned();
+        let since = async move {
+            let since = started_at(&docker, &name).await?;
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .follow(true)
+                .since(since)
+                .build();
+            Ok(docker
+                .logs(&name, Some(options))
+                .map(|chunk| chunk.map(LogOutput::into_bytes).map_err(convert)))
+        };
+        futures::stream::once(since)
+            .flat_map(|logs: Result<_, DockerError>| match logs {
+                Ok(logs) => logs.boxed(),
+                Err(e) => futures::stream::once(futures::future::ready(Err(e))).boxed(),
+            })
             .boxed()
     }
 

@@ -93,6 +93,10 @@ impl FakeRuntime {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn ping(&self) -> Result<(), DockerError> {
+        self.check_up()
+    }
+
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {
         self.check_up()?;
         Ok(self.state().containers.get(name).map(|(_, c)| c.clone()))

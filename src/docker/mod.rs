@@ -128,6 +128,8 @@ pub struct PullProgress {
 /// a real engine; unit tests use an in-memory fake.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
+    /// Whether the engine answers.
+    async fn ping(&self) -> Result<(), DockerError>;
     /// The container named `name`, or `None` when there is none.
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError>;
     /// Creates the container, writes its files, and starts it. If the start fails the
@@ -158,9 +160,9 @@ pub trait ContainerRuntime: Send + Sync {
     /// Starts `argv` in the running container `name` and returns at once; it keeps running
     /// inside the container whatever happens to the caller.
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError>;
-    /// The container's log (standard output and error) so far.
+    /// The container's log (standard output and error) since it last started.
     async fn logs(&self, name: &str) -> Result<String, DockerError>;
-    /// The container's log from its start, then as it is written, until the container stops.
+    /// The container's log since it last started, then as it is written, until it stops.
     fn follow_logs(&self, name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>>;
     /// Runs `argv` in the running container `name` and streams its output (standard output and
     /// error) as it is written; the stream ends when the command does.

@@ -101,14 +101,15 @@ pub async fn wait_until_booted(runtime: &dyn ContainerRuntime, name: &str) {
 
 /// The bootstrap's progress in container `name` each time it changes (the runner's elapsed
 /// time aside), read by one long-lived command in the node; the stream ends after an outcome,
-/// when the runner is missing, or when the node stops.
+/// when the runner is missing, when the node stops, or after `lifetime`.
 pub fn watch(
     runtime: &dyn ContainerRuntime,
     name: &str,
+    lifetime: std::time::Duration,
 ) -> BoxStream<'static, Result<Progress, DockerError>> {
     let end = format!("\n{}\n", runner::REPORT_END);
     runtime
-        .exec_output(name, &runner::watch_command())
+        .exec_output(name, &runner::watch_command(lifetime))
         .scan(String::new(), move |buffer, chunk| {
             let reports = match chunk {
                 Ok(bytes) => {

@@ -37,6 +37,11 @@ async fn an_engine_restart_mid_bootstrap_is_recovered_from() {
         .await
         .unwrap();
     if let Err(why) = restarted {
+        // CI starts its engine with hack/docker-engine.sh: there the test must run.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to restart its Docker engine: {why}"
+        );
         eprintln!("SKIPPED: cannot restart the Docker engine here: {why}");
         return;
     }

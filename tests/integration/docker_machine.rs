@@ -247,7 +247,9 @@ async fn deletion_works_when_the_container_or_the_cluster_is_already_gone() {
 async fn a_bootstrap_that_takes_too_long_is_stopped_and_reported() {
     let (ctx, _controllers) = RunningControllers::started("dm-timeout").await;
     let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
-    let cloud_config = "#cloud-config\nruncmd:\n- sleep 60\n- touch /tmp/after\n";
+    // `; true` keeps the step's shell as the parent of `sleep`: stopping only the top process
+    // of the step would leave `sleep` running.
+    let cloud_config = "#cloud-config\nruncmd:\n- sleep 60; true\n- touch /tmp/after\n";
     machine(
         &ctx,
         &cluster_name,

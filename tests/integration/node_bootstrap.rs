@@ -200,7 +200,8 @@ async fn a_restarted_node_resumes_after_the_last_finished_step() {
     let ctx = TestContext::new("boot-resume").await;
     let engine = Engine::connect().await.unwrap();
     let name = booted_node(&ctx, &engine).await;
-    let cloud_config = "#cloud-config\nruncmd:\n\
+    let cloud_config = "#cloud-config\nwrite_files:\n- path: /run/capd-test/config\n  content: kept\n\
+        runcmd:\n\
         - echo one >> /var/lib/capd-rs-test/runs\n\
         - echo two-started >> /var/lib/capd-rs-test/runs; while [ ! -f /var/lib/capd-rs-test/go ]; do sleep 0.1; done\n\
         - echo three >> /var/lib/capd-rs-test/runs\n\
@@ -230,10 +231,21 @@ async fn a_restarted_node_resumes_after_the_last_finished_step() {
     // policy, with an empty /run.
     restart(&name).await;
     let progress = node_bootstrap::progress(&engine, &name).await.unwrap();
+    let written = plan.commands.len() - 4; // the file's steps, before the four commands
     assert_eq!(
         (progress.installed, progress.running, progress.done),
-        (true, false, 1),
+        (true, false, written + 1),
         "{progress:?}"
+    );
+    assert_eq!(
+        sh(
+            &engine,
+            &name,
+            "cat /run/capd-test/config 2>/dev/null || echo gone"
+        )
+        .await,
+        "gone\n",
+        "the restart emptied /run"
     );
     sh(&engine, &name, "touch /var/lib/capd-rs-test/go").await;
     node_bootstrap::start(&engine, &name).await.unwrap();
@@ -243,6 +255,11 @@ async fn a_restarted_node_resumes_after_the_last_finished_step() {
         sh(&engine, &name, "cat /var/lib/capd-rs-test/runs").await,
         "one\ntwo-started\ntwo-started\nthree\n",
         "finished steps are not run again; the interrupted one is"
+    );
+    assert_eq!(
+        sh(&engine, &name, "cat /run/capd-test/config").await,
+        "kept",
+        "the file written to /run before the restart was written again"
     );
 
     // A finished bootstrap stays finished when a restart empties /run (and the sentinel).
@@ -261,12 +278,14 @@ async fn restart(name: &str) {
         .expect("docker restart");
     assert!(status.status.success(), "docker restart {name}: {status:?}");
     let engine = Engine::connect().await.unwrap();
+    // The log of the node's current run: the boot line is this boot's.
     wait_for(
         "the node to boot again",
         Duration::from_secs(30),
         || async {
             let logs = engine.logs(name).await.ok()?;
-            (logs.matches("Reached target Multi-User System").count() >= 2).then_some(())
+            logs.contains("Reached target Multi-User System")
+                .then_some(())
         },
     )
     .await;
@@ -298,4 +317,41 @@ async fn a_bootstrap_that_never_writes_the_sentinel_fails() {
         tail.contains("none wrote /run/cluster-api/bootstrap-success.complete"),
         "{tail}"
     );
+}
+
+#[tokio::test]
+async fn success_waits_for_the_commands_after_the_sentinel() {
+    let ctx = TestContext::new("boot-post").await;
+    let engine = Engine::connect().await.unwrap();
+    let name = booted_node(&ctx, &engine).await;
+    // CABPK writes the sentinel with kubeadm, then runs postKubeadmCommands.
+    let cloud_config = "#cloud-config\nruncmd:\n\
+        - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n\
+        - while [ ! -f /var/lib/capd-rs-test/go ]; do sleep 0.1; done\n";
+    let plan = plan(
+        Format::CloudConfig,
+        cloud_config.as_bytes(),
+        &Options::default(),
+    )
+    .unwrap();
+    node_bootstrap::install(&engine, &name, &plan)
+        .await
+        .unwrap();
+    node_bootstrap::start(&engine, &name).await.unwrap();
+    let waiting = wait_for(
+        "the sentinel's step to finish",
+        Duration::from_secs(30),
+        || async {
+            let p = node_bootstrap::progress(&engine, &name).await.ok()?;
+            (p.done == 1).then_some(p)
+        },
+    )
+    .await;
+    assert!(
+        !waiting.succeeded && waiting.running,
+        "success before the last command ran: {waiting:?}"
+    );
+    sh(&engine, &name, "touch /var/lib/capd-rs-test/go").await;
+    let progress = finished(&engine, &name).await;
+    assert!(progress.succeeded, "{progress:?}");
 }

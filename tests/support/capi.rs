@@ -178,11 +178,24 @@ pub async fn wait_condition(
     type_: &str,
     check: impl Fn(&Condition) -> bool,
 ) -> DockerMachine {
-    wait_for(&format!("{type_} on {name}"), TIMEOUT, || async {
-        let dm = ctx.api::<DockerMachine>().get(name).await.ok()?;
-        condition(&dm, type_).is_some_and(&check).then_some(dm)
-    })
-    .await
+    let last = std::sync::Mutex::new(None);
+    let waited = tokio::time::timeout(
+        TIMEOUT,
+        wait_for(&format!("{type_} on {name}"), TIMEOUT * 2, || async {
+            let dm = ctx.api::<DockerMachine>().get(name).await.ok()?;
+            let done = condition(&dm, type_).is_some_and(&check);
+            *last.lock().unwrap() = dm.status.clone();
+            done.then_some(dm)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(dm) => dm,
+        Err(_) => panic!(
+            "timed out after {TIMEOUT:?} waiting for {type_} on {name}; its status: {:#?}",
+            last.lock().unwrap()
+        ),
+    }
 }
 
 /// What `script` prints on standard output when run by `sh` in container `name`.
