@@ -90,9 +90,34 @@ async fn through_controller(n: usize) -> ControllerRound {
     let cluster_name = ctx.name("c");
     cluster(&ctx, &cluster_name, false, false).await;
 
+    // Milestones are taken as the watch reports them, while machines are still being created.
     let mut events = watcher(ctx.api::<DockerMachine>(), watcher::Config::default())
         .applied_objects()
         .boxed();
+    let milestones = tokio::spawn(async move {
+        let (mut provisioned, mut ready) = (HashMap::new(), HashMap::new());
+        let deadline = Instant::now() + DEADLINE;
+        while ready.len() < n {
+            let dm: DockerMachine = tokio::time::timeout_at(deadline.into(), events.try_next())
+                .await
+                .expect("machines to become ready in time")
+                .expect("watching DockerMachines")
+                .expect("the watch ended");
+            let name = dm.name_any();
+            let status = dm.status.clone().unwrap_or_default();
+            if status.initialization.provisioned == Some(true) {
+                provisioned.entry(name.clone()).or_insert_with(Instant::now);
+            }
+            let is_ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if is_ready {
+                ready.entry(name).or_insert_with(Instant::now);
+            }
+        }
+        (provisioned, ready)
+    });
     let created: HashMap<String, Instant> = futures::stream::iter(0..n)
         .map(|i| {
             let (ctx, cluster_name) = (&ctx, &cluster_name);
@@ -106,28 +131,7 @@ async fn through_controller(n: usize) -> ControllerRound {
         .buffer_unordered(16)
         .collect()
         .await;
-
-    let (mut provisioned, mut ready) = (HashMap::new(), HashMap::new());
-    let deadline = Instant::now() + DEADLINE;
-    while ready.len() < n {
-        let dm = tokio::time::timeout_at(deadline.into(), events.try_next())
-            .await
-            .expect("machines to become ready in time")
-            .expect("watching DockerMachines")
-            .expect("the watch ended");
-        let name = dm.name_any();
-        let status = dm.status.clone().unwrap_or_default();
-        if status.initialization.provisioned == Some(true) {
-            provisioned.entry(name.clone()).or_insert_with(Instant::now);
-        }
-        let is_ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if is_ready {
-            ready.entry(name).or_insert_with(Instant::now);
-        }
-    }
+    let (provisioned, ready) = milestones.await.expect("the watch task");
     let since = |at: &HashMap<String, Instant>| -> Vec<Duration> {
         at.iter().map(|(name, t)| *t - created[name]).collect()
     };
@@ -139,6 +143,7 @@ async fn through_controller(n: usize) -> ControllerRound {
         / n as f64;
 
     let deleting = Instant::now();
+    let deadline = deleting + DEADLINE;
     let api = ctx.api::<DockerMachine>();
     for name in created.keys() {
         api.delete(name, &DeleteParams::default())
