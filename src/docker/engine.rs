@@ -20,6 +20,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use k8s_openapi::jiff::Timestamp;
 use tokio::io::AsyncWriteExt;
 
 use super::{
@@ -154,22 +155,35 @@ impl Engine {
     }
 }
 
-/// When container `name` last started, in whole Unix seconds (for reading the log of its
-/// current run only: a restarted node's log still holds its previous boot).
-async fn started_at(docker: &Docker, name: &str) -> Result<i32, DockerError> {
+/// When the previous run of container `name` ended, if it was ever restarted: its log up to
+/// then belongs to an earlier boot.
+async fn previous_run_ended(docker: &Docker, name: &str) -> Result<Option<Timestamp>, DockerError> {
     let info = docker
         .inspect_container(name, None::<InspectContainerOptions>)
         .await
         .map_err(convert)?;
-    let started = info.state.and_then(|s| s.started_at).unwrap_or_default();
-    let seconds = started
-        .parse::<k8s_openapi::jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .map_err(|e| {
-            DockerError::Engine(format!("container {name} started at {started:?}: {e}"))
-        })?;
-    i32::try_from(seconds)
-        .map_err(|_| DockerError::Engine(format!("container {name} started at {started:?}")))
+    let finished = info.state.and_then(|s| s.finished_at).unwrap_or_default();
+    // Never stopped: Docker reports the zero time.
+    Ok(finished
+        .parse::<Timestamp>()
+        .ok()
+        .filter(|t| t.as_second() > 0))
+}
+
+/// The lines of a log chunk written after `previous_run_ended` (each line then starts with
+/// the timestamp Docker adds), without their timestamps; the chunk as it is when the container
+/// never ran before.
+fn current_run(chunk: &[u8], previous_run_ended: Option<Timestamp>) -> String {
+    let text = String::from_utf8_lossy(chunk);
+    let Some(ended) = previous_run_ended else {
+        return text.into_owned();
+    };
+    text.split_inclusive('\n')
+        .filter_map(|line| {
+            let (stamp, rest) = line.split_once(' ')?;
+            (stamp.parse::<Timestamp>().ok()? > ended).then_some(rest)
+        })
+        .collect()
 }
 
 /// A tar archive holding `files`, for the engine's archive upload.
@@ -387,18 +401,17 @@ impl ContainerRuntime for Engine {
     }
 
     async fn logs(&self, name: &str) -> Result<String, DockerError> {
-        let since = started_at(&self.docker, name).await?;
+        let previous_run_ended = previous_run_ended(&self.docker, name).await?;
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .since(since)
+            .timestamps(previous_run_ended.is_some())
             .build();
         let mut stream = self.docker.logs(name, Some(options));
         let mut text = String::new();
         while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(
-                &chunk.map_err(convert)?.into_bytes(),
-            ));
+            let chunk = chunk.map_err(convert)?.into_bytes();
+            text.push_str(&current_run(&chunk, previous_run_ended));
         }
         Ok(text)
     }
@@ -407,16 +420,18 @@ impl ContainerRuntime for Engine {
         let docker = self.docker.clone();
         let name = name.to_owned();
         let since = async move {
-            let since = started_at(&docker, &name).await?;
+            let previous_run_ended = previous_run_ended(&docker, &name).await?;
             let options = LogsOptionsBuilder::default()
                 .stdout(true)
                 .stderr(true)
                 .follow(true)
-                .since(since)
+                .timestamps(previous_run_ended.is_some())
                 .build();
-            Ok(docker
-                .logs(&name, Some(options))
-                .map(|chunk| chunk.map(LogOutput::into_bytes).map_err(convert)))
+            Ok(docker.logs(&name, Some(options)).map(move |chunk| {
+                chunk
+                    .map(|c| bytes::Bytes::from(current_run(&c.into_bytes(), previous_run_ended)))
+                    .map_err(convert)
+            }))
         };
         futures::stream::once(since)
             .flat_map(|logs: Result<_, DockerError>| match logs {
@@ -578,5 +593,26 @@ fn progress_text(detail: bollard::models::ProgressDetail) -> String {
             format!("{:.1}MB/{:.1}MB", current as f64 / 1e6, total as f64 / 1e6)
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_current_run_of_a_restarted_container_is_read() {
+        let chunk = b"2026-11-22T07:00:16.975Z Reached target Multi-User System.\n\
+                      2026-11-22T07:05:01.020Z Reached target Multi-User System.\n";
+        assert_eq!(
+            current_run(chunk, None),
+            String::from_utf8_lossy(chunk),
+            "a container never restarted is read whole"
+        );
+        let ended: Timestamp = "2026-11-22T07:05:00.500Z".parse().unwrap();
+        assert_eq!(
+            current_run(chunk, Some(ended)),
+            "Reached target Multi-User System.\n"
+        );
     }
 }

@@ -160,9 +160,10 @@ pub trait ContainerRuntime: Send + Sync {
     /// Starts `argv` in the running container `name` and returns at once; it keeps running
     /// inside the container whatever happens to the caller.
     async fn exec_detached(&self, name: &str, argv: &[String]) -> Result<(), DockerError>;
-    /// The container's log (standard output and error) since it last started.
+    /// The container's log (standard output and error) of its current run (not what it
+    /// wrote before a restart).
     async fn logs(&self, name: &str) -> Result<String, DockerError>;
-    /// The container's log since it last started, then as it is written, until it stops.
+    /// The container's log of its current run, then as it is written, until it stops.
     fn follow_logs(&self, name: &str) -> BoxStream<'static, Result<bytes::Bytes, DockerError>>;
     /// Runs `argv` in the running container `name` and streams its output (standard output and
     /// error) as it is written; the stream ends when the command does.
