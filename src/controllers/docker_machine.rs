@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::conditions::{self, Status, names};
-use super::{Context, Error, shared};
+use super::workload_node::{NodeState, WorkloadClients};
+use super::{Context, Error, shared, workload_node};
 use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use crate::api::ip_family::IpFamily;
 use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
@@ -75,6 +76,8 @@ struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerMachine>>,
     followers: Mutex<HashMap<String, Follower>>,
+    /// Clients for the workload clusters, to initialize their Nodes.
+    workload: WorkloadClients,
     loaders: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The last image-loading failure per machine, reported once by the next reconcile.
     load_failures: Arc<Mutex<HashMap<String, String>>>,
@@ -90,6 +93,7 @@ pub async fn run(
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
         followers: Mutex::default(),
+        workload: WorkloadClients::default(),
         loaders: Mutex::default(),
         load_failures: Arc::default(),
         wake,
@@ -474,15 +478,7 @@ async fn provision(
         Role::Worker
     };
     let Some(secret_name) = machine.spec.bootstrap.data_secret_name.clone() else {
-        let control_plane_initialized = cluster
-            .status
-            .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, "ControlPlaneInitialized"));
-        // A cluster without a control-plane reference has nothing to wait for.
-        let reason = if role == Role::Worker
-            && !cluster.spec.control_plane_ref.is_empty()
-            && !control_plane_initialized
-        {
+        let reason = if role == Role::Worker && waits_for_control_plane(cluster) {
             reasons::WAITING_FOR_CONTROL_PLANE
         } else {
             reasons::WAITING_FOR_BOOTSTRAP_DATA
@@ -742,7 +738,8 @@ async fn provision(
             reasons::COMPLETED,
             "",
         );
-        return Ok(Action::await_change());
+        // 7. What a cloud provider would do for the workload cluster's Node.
+        return initialize_node(reconciler, dm, inputs, &container, &out.status.addresses).await;
     }
     let timeout = bootstrap_timeout(dm);
     if progress.installed
@@ -838,6 +835,60 @@ async fn provision(
     }
     follow(reconciler, dm, &container, Phase::Bootstrap);
     Ok(Action::await_change())
+}
+
+/// Whether machines of `cluster` wait for its control plane: it has a control-plane reference
+/// and the control plane is not initialized (a cluster without one has nothing to wait for).
+fn waits_for_control_plane(cluster: &Cluster) -> bool {
+    let initialized = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, "ControlPlaneInitialized"));
+    !cluster.spec.control_plane_ref.is_empty() && !initialized
+}
+
+/// Gives the machine's Node in the workload cluster its providerID (and, when it waits for a
+/// cloud provider, its InternalIPs without the `uninitialized` taint), as CAPD's
+/// `reconcileNode` does. Until the workload cluster has a kubeconfig Secret and the kubelet has
+/// registered the Node, it looks again with backoff; a control plane still initializing wakes
+/// it through the Cluster watch.
+async fn initialize_node(
+    reconciler: &Arc<Reconciler>,
+    dm: &DockerMachine,
+    inputs: &Inputs,
+    container: &str,
+    addresses: &[crate::api::common::MachineAddress],
+) -> Result<Action, (&'static str, String)> {
+    let ctx = &reconciler.ctx;
+    if waits_for_control_plane(&inputs.cluster) {
+        return Ok(Action::await_change());
+    }
+    let namespace = dm.namespace().unwrap_or_default();
+    let retry = || Action::requeue(ctx.backoff.failed(&format!("{KIND}/{}", key(dm))));
+    let client = match reconciler
+        .workload
+        .get(&ctx.kube, &namespace, &inputs.cluster_name)
+        .await
+    {
+        Ok(Some(client)) => client,
+        Ok(None) => return Ok(retry()),
+        Err(message) => return Err(("NodeInitializationFailed", message)),
+    };
+    let provider_id = format!("docker:////{container}");
+    match workload_node::initialize(&client, container, &provider_id, addresses).await {
+        Ok(NodeState::Initialized) => {
+            ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
+            Ok(Action::await_change())
+        }
+        Ok(NodeState::Missing) => Ok(retry()),
+        Err(e) => {
+            reconciler.workload.forget(&namespace, &inputs.cluster_name);
+            Err((
+                "NodeInitializationFailed",
+                format!("Cannot set Node {container}'s providerID in the workload cluster: {e}"),
+            ))
+        }
+    }
 }
 
 /// Turns a container-engine failure while `what`-ing the bootstrap in `container` into an event

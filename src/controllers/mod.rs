@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod docker_cluster;
 pub mod docker_machine;
 pub mod shared;
+pub mod workload_node;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -9,7 +9,7 @@ use capd::api::{DockerMachine, DockerMachineSpec};
 use capd::docker::ContainerRuntime;
 use capd::docker::engine::Engine;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -609,4 +609,107 @@ async fn a_cluster_network_of_mixed_ip_families_is_named_and_makes_no_container(
     .await;
     let engine = Engine::connect().await.unwrap();
     assert_eq!(engine.inspect_container(&name).await.unwrap(), None);
+}
+
+/// Deletes the cluster-scoped Node `0` when dropped (also when the test fails).
+struct NodeCleanup(String);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        crate::support::kubectl(&["delete", "node", &self.0, "--wait=false"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_node_gets_its_provider_id_and_addresses() {
+    let (ctx, _controllers) = RunningControllers::started("dm-node").await;
+    let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
+    // The test apiserver plays the workload cluster: its kubeconfig, as core CAPI stores it.
+    let kubeconfig =
+        std::fs::read(&crate::support::control_plane::control_plane().kubeconfig).unwrap();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{cluster_name}-kubeconfig")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            ByteString(kubeconfig),
+        )])),
+        ..Default::default()
+    };
+    ctx.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let cloud_config = format!("#cloud-config\nruncmd:\n- {SENTINEL}\n");
+    machine(&ctx, &cluster_name, &name, false, Some(&cloud_config), None).await;
+    let dm = wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
+    let internal_ip = dm
+        .status
+        .unwrap()
+        .addresses
+        .into_iter()
+        .find(|a| a.type_ == capd::api::common::MachineAddressType::InternalIp)
+        .expect("an InternalIP")
+        .address;
+
+    // The kubelet registers its Node after the bootstrap, waiting for a cloud provider.
+    let _cleanup = NodeCleanup(name.clone());
+    let nodes = kube::Api::<Node>::all(ctx.kube.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"taints": [
+            {"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"},
+            {"key": "example.com/keep", "effect": "NoExecute"}
+        ]}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    nodes
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"addresses": [{"type": "Hostname", "address": name}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let node = wait_for("the Node to be initialized", TIMEOUT, || async {
+        let node = nodes.get(&name).await.ok()?;
+        let spec = node.spec.clone()?;
+        (spec.provider_id.as_deref() == Some(&format!("docker:////{name}"))).then_some(node)
+    })
+    .await;
+    let taints: Vec<String> = node
+        .spec
+        .unwrap()
+        .taints
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    // (The apiserver's TaintNodesByCondition admission adds node.kubernetes.io/not-ready.)
+    assert!(
+        taints.contains(&"example.com/keep".to_owned())
+            && !taints.contains(&"node.cloudprovider.kubernetes.io/uninitialized".to_owned()),
+        "{taints:?}"
+    );
+    let addresses: Vec<(String, String)> = node
+        .status
+        .unwrap()
+        .addresses
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            ("Hostname".to_owned(), name.clone()),
+            ("InternalIP".to_owned(), internal_ip)
+        ]
+    );
 }
