@@ -103,7 +103,8 @@ pub async fn run(
         shared::watched_api::<DockerMachine>(&ctx),
         ctx.settings.watcher_config(),
     );
-    let (clusters_store, docker_clusters_store) = (reader.clone(), reader.clone());
+    let (clusters_store, docker_clusters_store, secrets_store) =
+        (reader.clone(), reader.clone(), reader.clone());
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.docker_machine_concurrency);
     let shutdown = shutdown.shared();
@@ -147,6 +148,27 @@ pub async fn run(
                 cluster_to_docker_machines(
                     &docker_clusters_store,
                     &dc.namespace().unwrap_or_default(),
+                    &cluster,
+                )
+            },
+        )
+        // A workload cluster's kubeconfig Secret appearing lets its machines' Nodes be
+        // initialized (only Secrets labelled with a cluster name are watched).
+        .watches(
+            shared::watched_api::<Secret>(&ctx),
+            kube::runtime::watcher::Config::default().labels(CLUSTER_NAME_LABEL),
+            move |secret| {
+                let cluster = secret
+                    .labels()
+                    .get(CLUSTER_NAME_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
+                if secret.name_any() != format!("{cluster}-kubeconfig") {
+                    return Vec::new();
+                }
+                cluster_to_docker_machines(
+                    &secrets_store,
+                    &secret.namespace().unwrap_or_default(),
                     &cluster,
                 )
             },
@@ -630,26 +652,24 @@ async fn provision(
     out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
 
-    // 3. The node's boot, read from the node (a follower wakes us when it has booted): the log of
-    // its current run first, which needs no exec; then the bootstrap's progress, and `crictl ps`
-    // until the bootstrap has succeeded.
-    let logged = node_bootstrap::boot_logged(runtime, &container)
+    // 3. The node's boot, read from the node (a follower wakes us when it has booted). A runner
+    // that runs or has succeeded says the node booted (it starts only after the boot, and a node
+    // restart stops it); otherwise the log of the node's current run, then `crictl ps`.
+    let progress = node_bootstrap::progress(runtime, &container)
         .await
-        .map_err(|e| {
-            (
-                "ContainerFailed",
-                format!("Cannot read the log of {container}: {e}"),
-            )
-        })?;
-    let progress = if logged {
-        let progress = node_bootstrap::progress(runtime, &container)
+        .map_err(bootstrap_error("read the progress of", &container))?;
+    let booted = progress.running
+        || progress.succeeded
+        || (node_bootstrap::boot_logged(runtime, &container)
             .await
-            .map_err(bootstrap_error("read the progress of", &container))?;
-        let booted = progress.succeeded || node_bootstrap::crictl_works(runtime, &container).await;
-        booted.then_some(progress)
-    } else {
-        None
-    };
+            .map_err(|e| {
+                (
+                    "ContainerFailed",
+                    format!("Cannot read the log of {container}: {e}"),
+                )
+            })?
+            && node_bootstrap::crictl_works(runtime, &container).await);
+    let progress = booted.then_some(progress);
     let Some(progress) = progress else {
         out.blocked(
             reasons::CGROUPS_READY,
@@ -849,9 +869,9 @@ fn waits_for_control_plane(cluster: &Cluster) -> bool {
 
 /// Gives the machine's Node in the workload cluster its providerID (and, when it waits for a
 /// cloud provider, its InternalIPs without the `uninitialized` taint), as CAPD's
-/// `reconcileNode` does. Until the workload cluster has a kubeconfig Secret and the kubelet has
-/// registered the Node, it looks again with backoff; a control plane still initializing wakes
-/// it through the Cluster watch.
+/// `reconcileNode` does. The workload cluster's kubeconfig Secret and a control plane that
+/// finished initializing wake it through their watches; until the kubelet has registered the
+/// Node, it looks again with backoff.
 async fn initialize_node(
     reconciler: &Arc<Reconciler>,
     dm: &DockerMachine,
@@ -871,7 +891,8 @@ async fn initialize_node(
         .await
     {
         Ok(Some(client)) => client,
-        Ok(None) => return Ok(retry()),
+        // The Secret watch wakes us when core Cluster API writes it.
+        Ok(None) => return Ok(Action::await_change()),
         Err(message) => return Err(("NodeInitializationFailed", message)),
     };
     let provider_id = format!("docker:////{container}");

@@ -624,24 +624,6 @@ impl Drop for NodeCleanup {
 async fn the_workload_node_gets_its_provider_id_and_addresses() {
     let (ctx, _controllers) = RunningControllers::started("dm-node").await;
     let (cluster_name, name) = worker_of_new_cluster(&ctx).await;
-    // The test apiserver plays the workload cluster: its kubeconfig, as core CAPI stores it.
-    let kubeconfig =
-        std::fs::read(&crate::support::control_plane::control_plane().kubeconfig).unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{cluster_name}-kubeconfig")),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "value".to_owned(),
-            ByteString(kubeconfig),
-        )])),
-        ..Default::default()
-    };
-    ctx.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
     let cloud_config = format!("#cloud-config\nruncmd:\n- {SENTINEL}\n");
     machine(&ctx, &cluster_name, &name, false, Some(&cloud_config), None).await;
     let dm = wait_condition(&ctx, &name, "Ready", |c| c.status == "True").await;
@@ -677,6 +659,29 @@ async fn the_workload_node_gets_its_provider_id_and_addresses() {
         .await
         .unwrap();
 
+    // Then core CAPI writes the workload cluster's kubeconfig Secret (the test apiserver plays
+    // the workload cluster); its watch wakes the machine.
+    let kubeconfig =
+        std::fs::read(&crate::support::control_plane::control_plane().kubeconfig).unwrap();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{cluster_name}-kubeconfig")),
+            labels: Some(BTreeMap::from([(
+                "cluster.x-k8s.io/cluster-name".to_owned(),
+                cluster_name.clone(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            ByteString(kubeconfig),
+        )])),
+        ..Default::default()
+    };
+    ctx.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let node = wait_for("the Node to be initialized", TIMEOUT, || async {
         let node = nodes.get(&name).await.ok()?;
         let spec = node.spec.clone()?;
