@@ -174,10 +174,7 @@ async fn apply(
     let api: Api<DockerCluster> =
         Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
     let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
-    let port = match dc.spec.control_plane_endpoint.port {
-        0 => 6443,
-        port => u16::try_from(port).unwrap_or(6443),
-    };
+    let port = load_balancer::frontend_port(dc);
     let owner = owner(dc);
     let spec = load_balancer::container_spec(
         cluster_name,

@@ -14,8 +14,9 @@ use bollard::models::{
     NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt;
@@ -208,6 +209,67 @@ fn files_archive(files: &[ContainerFile]) -> Result<Vec<u8>, DockerError> {
 impl ContainerRuntime for Engine {
     async fn ping(&self) -> Result<(), DockerError> {
         self.docker.ping().await.map(drop).map_err(convert)
+    }
+
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<Container>, DockerError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(convert)?;
+        let mut containers = Vec::new();
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            // Gone between the list and the inspect: not listed.
+            if let Some(container) = self.inspect_container(&id).await? {
+                containers.push(container);
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn read_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, DockerError> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut archive = Vec::new();
+        let mut chunks = self.docker.download_from_container(name, Some(options));
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(e) if is_status(&e, 404) => return Ok(None),
+                Err(e) => return Err(convert(e)),
+            }
+        }
+        let unpacking = |e: std::io::Error| DockerError::Engine(format!("reading {path}: {e}"));
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let mut entry = match entries.entries().map_err(unpacking)?.next() {
+            Some(entry) => entry.map_err(unpacking)?,
+            None => return Ok(None),
+        };
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).map_err(unpacking)?;
+        Ok(Some(content))
+    }
+
+    async fn signal(&self, name: &str, signal: &str) -> Result<(), DockerError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(name, Some(options))
+            .await
+            .map_err(convert)
     }
 
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {

@@ -97,6 +97,45 @@ impl ContainerRuntime for FakeRuntime {
         self.check_up()
     }
 
+    async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<Container>, DockerError> {
+        self.check_up()?;
+        Ok(self
+            .state()
+            .containers
+            .values()
+            .map(|(_, c)| c)
+            .filter(|c| {
+                labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn read_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, DockerError> {
+        self.check_up()?;
+        Ok(self.state().containers.get(name).and_then(|(spec, _)| {
+            spec.files
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| f.content.clone())
+        }))
+    }
+
+    async fn signal(&self, name: &str, _signal: &str) -> Result<(), DockerError> {
+        self.check_up()?;
+        match self.state().containers.get(name) {
+            Some((_, c)) if c.running => Ok(()),
+            _ => Err(DockerError::Engine(format!(
+                "container {name} is not running"
+            ))),
+        }
+    }
+
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError> {
         self.check_up()?;
         Ok(self.state().containers.get(name).map(|(_, c)| c.clone()))

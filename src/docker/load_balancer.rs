@@ -1,10 +1,12 @@
 //! A cluster's load-balancer container: its spec (pure) and the steps that make the engine
 //! match it, without ever touching a container that belongs to another object.
 
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use super::haproxy;
 use super::labels::{self, Owner};
+use super::node::Role;
 use super::pulls::{ImagePulls, PullStatus};
 use super::{Container, ContainerFile, ContainerRuntime, ContainerSpec, DockerError};
 use crate::api::DockerLoadBalancer;
@@ -198,6 +200,93 @@ pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
         ))
     })?;
     Ok(LoadBalancerState::Running { container, change })
+}
+
+/// The port the load balancer of `dc` listens on: its endpoint's port, 6443 when unset.
+pub fn frontend_port(dc: &crate::api::DockerCluster) -> u16 {
+    match dc.spec.control_plane_endpoint.port {
+        0 => 6443,
+        port => u16::try_from(port).unwrap_or(6443),
+    }
+}
+
+/// What [`configure`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Configured {
+    /// The configuration was rewritten and HAProxy reloaded.
+    Reloaded,
+    /// The load balancer already had this configuration.
+    Unchanged,
+    /// Cluster `cluster` has no running load balancer (not made yet, or externally managed).
+    NoLoadBalancer,
+}
+
+/// The backends of cluster `cluster`'s load balancer: its control-plane node containers (kind's
+/// labels, as CAPD lists them), each with its address on `network` (IPv6 when `ipv6`) and its
+/// weight from `weights` (100 when absent). Nodes without an address yet are left out.
+pub fn backends(
+    containers: &[Container],
+    network: &str,
+    ipv6: bool,
+    weights: &BTreeMap<String, u32>,
+) -> Vec<haproxy::Backend> {
+    containers
+        .iter()
+        .filter_map(|c| {
+            let (v4, v6) = c.networks.get(network)?;
+            let address = if ipv6 { v6 } else { v4 };
+            (!address.is_empty()).then(|| haproxy::Backend {
+                name: c.name.clone(),
+                address: address.clone(),
+                weight: weights.get(&c.name).copied().unwrap_or(100),
+            })
+        })
+        .collect()
+}
+
+/// Puts cluster `cluster`'s control-plane nodes behind its load balancer, weighted by
+/// `weights` (container name to weight; 0 drains a node): renders the configuration, and when
+/// it differs from the load balancer's, writes it and has HAProxy reload it (SIGHUP, in
+/// master-worker mode). The configuration is read back first, so a steady cluster costs one
+/// read.
+pub async fn configure(
+    runtime: &dyn ContainerRuntime,
+    cluster: &str,
+    network: &str,
+    frontend_port: u16,
+    ipv6: bool,
+    weights: &BTreeMap<String, u32>,
+) -> Result<Configured, DockerError> {
+    let name = labels::load_balancer_name(cluster);
+    if !runtime
+        .inspect_container(&name)
+        .await?
+        .is_some_and(|c| c.running)
+    {
+        return Ok(Configured::NoLoadBalancer);
+    }
+    let nodes = runtime
+        .list_containers(&[
+            (labels::KIND_CLUSTER, cluster),
+            (labels::KIND_ROLE, Role::ControlPlane.label()),
+        ])
+        .await?;
+    let config = haproxy::render(
+        frontend_port,
+        ipv6,
+        &backends(&nodes, network, ipv6, weights),
+    );
+    if runtime.read_file(&name, CONFIG_PATH).await?.as_deref() == Some(config.as_bytes()) {
+        return Ok(Configured::Unchanged);
+    }
+    let file = ContainerFile {
+        path: CONFIG_PATH.into(),
+        content: config.into_bytes(),
+        mode: 0o644,
+    };
+    runtime.write_files(&name, &[file]).await?;
+    runtime.signal(&name, "SIGHUP").await?;
+    Ok(Configured::Reloaded)
 }
 
 #[cfg(test)]
@@ -456,5 +545,36 @@ mod tests {
             err.to_string().contains("unreachable: connection refused"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn backends_are_the_addressed_nodes_with_their_weights() {
+        let node = |name: &str, v4: &str, v6: &str| Container {
+            name: name.into(),
+            running: true,
+            networks: BTreeMap::from([("kind".to_owned(), (v4.to_owned(), v6.to_owned()))]),
+            ..Default::default()
+        };
+        let nodes = [
+            node("c-cp1", "172.18.0.3", "fc00::3"),
+            node("c-cp2", "172.18.0.4", ""),
+            node("c-cp3", "", ""),
+        ];
+        let weights = BTreeMap::from([("c-cp2".to_owned(), 0)]);
+        let v4: Vec<(String, String, u32)> = backends(&nodes, "kind", false, &weights)
+            .into_iter()
+            .map(|b| (b.name, b.address, b.weight))
+            .collect();
+        assert_eq!(
+            v4,
+            [
+                ("c-cp1".to_owned(), "172.18.0.3".to_owned(), 100),
+                ("c-cp2".to_owned(), "172.18.0.4".to_owned(), 0),
+            ]
+        );
+        let v6 = backends(&nodes, "kind", true, &weights);
+        assert_eq!(v6.len(), 1);
+        assert_eq!(v6[0].address, "fc00::3");
+        assert!(backends(&nodes, "other", false, &weights).is_empty());
     }
 }

@@ -130,6 +130,13 @@ pub struct PullProgress {
 pub trait ContainerRuntime: Send + Sync {
     /// Whether the engine answers.
     async fn ping(&self) -> Result<(), DockerError>;
+    /// The containers (running or not) carrying all of `labels` (key, value).
+    async fn list_containers(&self, labels: &[(&str, &str)])
+    -> Result<Vec<Container>, DockerError>;
+    /// The content of file `path` in container `name`, or `None` when there is no such file.
+    async fn read_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, DockerError>;
+    /// Sends `signal` (such as `SIGHUP`) to container `name`'s main process.
+    async fn signal(&self, name: &str, signal: &str) -> Result<(), DockerError>;
     /// The container named `name`, or `None` when there is none.
     async fn inspect_container(&self, name: &str) -> Result<Option<Container>, DockerError>;
     /// Creates the container, writes its files, and starts it. If the start fails the

@@ -718,3 +718,89 @@ async fn the_workload_node_gets_its_provider_id_and_addresses() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_nodes_are_put_behind_the_load_balancer() {
+    let (ctx, _controllers) = RunningControllers::started("dm-lb").await;
+    let cluster_name = ctx.name("c");
+    let owner = cluster(&ctx, &cluster_name, false, false).await;
+    // The cluster's DockerCluster, whose load balancer the DockerCluster controller runs.
+    ctx.api::<Cluster>()
+        .patch(
+            &cluster_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"infrastructureRef": {
+                "apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "DockerCluster", "name": cluster_name
+            }}})),
+        )
+        .await
+        .unwrap();
+    let mut dc = capd::api::DockerCluster::new(
+        &cluster_name,
+        capd::api::DockerClusterSpec {
+            load_balancer: capd::api::DockerLoadBalancer {
+                image_repository: "capd-rs-test".into(),
+                image_tag: "local".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    dc.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "cluster.x-k8s.io/v1beta2".into(),
+            kind: "Cluster".into(),
+            name: cluster_name.clone(),
+            uid: kube::ResourceExt::uid(&owner).unwrap(),
+            ..Default::default()
+        },
+    ]);
+    ctx.api::<capd::api::DockerCluster>()
+        .create(&PostParams::default(), &dc)
+        .await
+        .unwrap();
+    let engine = Engine::connect().await.unwrap();
+    let lb = wait_for("the load balancer", TIMEOUT, || async {
+        let lb = engine
+            .inspect_container(&format!("{cluster_name}-lb"))
+            .await
+            .ok()??;
+        lb.running.then_some(lb)
+    })
+    .await;
+    let stats = lb.host_ports["8404/tcp"];
+    let servers = || async {
+        let csv = crate::support::http_get(stats, "/stats;csv").await?;
+        let servers: Vec<String> = csv
+            .lines()
+            .filter(|l| l.starts_with("kube-apiservers,") && !l.contains(",BACKEND,"))
+            .map(|l| l.split(',').nth(1).unwrap_or_default().to_owned())
+            .collect();
+        Some(servers)
+    };
+
+    let cloud_config = format!("#cloud-config\nruncmd:\n- {SENTINEL}\n");
+    let (first, second) = (format!("{cluster_name}-cp1"), format!("{cluster_name}-cp2"));
+    for name in [&first, &second] {
+        machine(&ctx, &cluster_name, name, true, Some(&cloud_config), None).await;
+        wait_condition(&ctx, name, "Ready", |c| c.status == "True").await;
+    }
+    // HAProxy reloaded with both nodes as backends (read from its own stats page).
+    wait_for("both nodes behind the load balancer", TIMEOUT, || async {
+        let mut servers = servers().await?;
+        servers.sort();
+        (servers == [first.clone(), second.clone()]).then_some(())
+    })
+    .await;
+
+    ctx.api::<DockerMachine>()
+        .delete(&first, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the removed node to leave the load balancer",
+        TIMEOUT,
+        || async { (servers().await? == [second.clone()]).then_some(()) },
+    )
+    .await;
+}
