@@ -20,7 +20,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::conditions::{self, Status, names};
-use super::{Context, Error, shared};
+use super::{Context, Error, lb_backends, shared};
 use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION};
 use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
 use crate::docker::Removal;
@@ -165,6 +165,22 @@ fn owner(dc: &DockerCluster) -> Owner {
     Owner::of(KIND, dc)
 }
 
+/// Puts the control-plane nodes behind a load balancer that was just (re)created with none;
+/// a failure is reported, and the control-plane machines' reconciles try again.
+async fn configure_backends(ctx: &Context, dc: &DockerCluster, cluster_name: &str) {
+    let namespace = dc.namespace().unwrap_or_default();
+    if let Err(message) = lb_backends::configure(ctx, &namespace, cluster_name).await {
+        shared::publish(
+            ctx,
+            dc,
+            EventType::Warning,
+            "LoadBalancerConfigFailed",
+            message,
+        )
+        .await;
+    }
+}
+
 async fn apply(
     dc: &DockerCluster,
     cluster_name: &str,
@@ -231,6 +247,7 @@ async fn apply(
                         let note = format!("Created load balancer container {} ({ip})", spec.name);
                         shared::publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note)
                             .await;
+                        configure_backends(ctx, dc, cluster_name).await;
                         ctx.backoff.succeeded(&key);
                         Action::requeue(RECHECK)
                     }
@@ -244,6 +261,7 @@ async fn apply(
                         );
                         shared::publish(ctx, dc, EventType::Warning, "LoadBalancerRecreated", note)
                             .await;
+                        configure_backends(ctx, dc, cluster_name).await;
                         Action::requeue(delay + Duration::from_secs(1))
                     }
                 };

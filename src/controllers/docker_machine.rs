@@ -28,7 +28,7 @@ use tracing::warn;
 
 use super::conditions::{self, Status, names};
 use super::workload_node::{NodeState, WorkloadClients};
-use super::{Context, Error, shared, workload_node};
+use super::{Context, Error, lb_backends, shared, workload_node};
 use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use crate::api::ip_family::IpFamily;
 use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
@@ -37,7 +37,7 @@ use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
 use crate::docker::node::{self, Node, Role};
 use crate::docker::pulls::{ImagePulls, PullStatus};
-use crate::docker::{ContainerRuntime, Found, Removal, load_balancer, node_bootstrap};
+use crate::docker::{ContainerRuntime, Found, Removal, node_bootstrap};
 
 const KIND: &str = "DockerMachine";
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
@@ -652,7 +652,7 @@ async fn provision(
     out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
     if role == Role::ControlPlane {
-        configure_load_balancer(ctx, cluster, ip_family)
+        lb_backends::configure(ctx, &dm.namespace().unwrap_or_default(), cluster_name)
             .await
             .map_err(|message| ("LoadBalancerConfigFailed", message))?;
     }
@@ -907,6 +907,8 @@ async fn initialize_node(
             Ok(Action::await_change())
         }
         Ok(NodeState::Missing) => Ok(retry()),
+        // The kubelet updated the Node meanwhile: look again.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(retry()),
         Err(e) => {
             reconciler.workload.forget(&namespace, &inputs.cluster_name);
             Err((
@@ -1179,67 +1181,11 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
         }
     }
     // A removed control-plane node leaves the load balancer (a worker changes nothing there).
-    let cluster = Api::<Cluster>::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default())
-        .get_opt(&cluster_name)
-        .await?;
-    if let Some(cluster) = cluster
-        && let Ok(ip_family) = IpFamily::of(&cluster.spec.cluster_network)
-    {
-        configure_load_balancer(ctx, &cluster, ip_family)
+    if dm.labels().contains_key(CONTROL_PLANE_LABEL) && !cluster_name.is_empty() {
+        lb_backends::configure(ctx, &dm.namespace().unwrap_or_default(), &cluster_name)
             .await
             .map_err(Error::Infrastructure)?;
     }
     ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
     Ok(Action::await_change())
-}
-
-/// Puts the cluster's control-plane nodes behind its load balancer (CAPD's
-/// `reconcileLoadBalancerConfiguration`): every control-plane Machine's node weighs 100, or 0
-/// (drained) while its Machine is being deleted and others remain. Nothing to do when the
-/// cluster has no DockerCluster or its load balancer is not running yet (the DockerCluster
-/// watch brings us back when it changes).
-async fn configure_load_balancer(
-    ctx: &Context,
-    cluster: &Cluster,
-    ip_family: IpFamily,
-) -> Result<(), String> {
-    let namespace = cluster.namespace().unwrap_or_default();
-    let cluster_name = cluster.name_any();
-    let infra = &cluster.spec.infrastructure_ref;
-    if infra.kind != "DockerCluster" || infra.name.is_empty() {
-        return Ok(());
-    }
-    let Some(dc) = Api::<DockerCluster>::namespaced(ctx.kube.clone(), &namespace)
-        .get_opt(&infra.name)
-        .await
-        .map_err(|e| format!("Cannot read DockerCluster {}: {e}", infra.name))?
-    else {
-        return Ok(());
-    };
-    let selector = format!("{CONTROL_PLANE_LABEL},{CLUSTER_NAME_LABEL}={cluster_name}");
-    let machines = Api::<Machine>::namespaced(ctx.kube.clone(), &namespace)
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| format!("Cannot list the control-plane Machines: {e}"))?
-        .items;
-    let several = machines.len() > 1;
-    let weights = machines
-        .iter()
-        .map(|m| {
-            let draining = several && m.meta().deletion_timestamp.is_some();
-            let name = node::container_name(&cluster_name, &m.name_any());
-            (name, if draining { 0 } else { 100 })
-        })
-        .collect();
-    load_balancer::configure(
-        ctx.runtime.as_ref(),
-        &cluster_name,
-        &ctx.settings.network,
-        load_balancer::frontend_port(&dc),
-        ip_family == IpFamily::V6,
-        &weights,
-    )
-    .await
-    .map(drop)
-    .map_err(|e| format!("Cannot configure the load balancer of cluster {cluster_name}: {e}"))
 }

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod docker_cluster;
 pub mod docker_machine;
+pub mod lb_backends;
 pub mod shared;
 pub mod workload_node;
 
@@ -80,6 +81,8 @@ pub struct Context {
     /// Per-object backoff of failing reconciles.
     pub backoff: Backoff,
     reconciles: Mutex<HashMap<String, u64>>,
+    /// Per cluster: held while its load balancer's configuration is rewritten.
+    load_balancer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
@@ -96,7 +99,19 @@ impl Context {
             settings,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             reconciles: Mutex::default(),
+            load_balancer_locks: Mutex::default(),
         }
+    }
+
+    /// The lock held while cluster `key`'s (`namespace/name`) load-balancer configuration is
+    /// rewritten, so two writers never interleave.
+    pub fn load_balancer_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.load_balancer_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// How many reconciles of `namespace/name` of `kind` have finished (successfully or not):

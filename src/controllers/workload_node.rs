@@ -101,18 +101,23 @@ pub async fn initialize(
     let Some(changes) = changes(&node, provider_id, addresses) else {
         return Ok(NodeState::Initialized);
     };
-    // The resourceVersion makes each patch fail rather than overwrite a change made meanwhile.
-    let version = node.metadata.resource_version.clone();
+    // The addresses go first and the spec (providerID, the taint's removal) last, as the mark
+    // of completion: a failure in between leaves the Node still to be initialized. Each patch
+    // carries the resourceVersion it was computed from, so it fails (409, tried again) rather
+    // than overwrite a change made meanwhile.
+    let mut version = node.metadata.resource_version.clone();
+    if let Some(addresses) = changes.addresses {
+        let patch =
+            json!({"metadata": {"resourceVersion": version}, "status": {"addresses": addresses}});
+        let patched = nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        version = patched.metadata.resource_version;
+    }
     if let Some(spec) = changes.spec {
         let patch = json!({"metadata": {"resourceVersion": version}, "spec": spec});
         nodes
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-    }
-    if let Some(addresses) = changes.addresses {
-        let patch = json!({"status": {"addresses": addresses}});
-        nodes
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
     }
     Ok(NodeState::Initialized)

@@ -244,48 +244,59 @@ pub fn backends(
         .collect()
 }
 
-/// Puts cluster `cluster`'s control-plane nodes behind its load balancer, weighted by
-/// `weights` (container name to weight; 0 drains a node): renders the configuration, and when
-/// it differs from the load balancer's, writes it and has HAProxy reload it (SIGHUP, in
-/// master-worker mode). The configuration is read back first, so a steady cluster costs one
-/// read.
+/// Whose load balancer [`configure`] writes, and how it listens.
+pub struct Target<'a> {
+    /// The cluster's name (kind's cluster label, and `<cluster>-lb`).
+    pub cluster: &'a str,
+    /// The DockerCluster that owns the load balancer: a same-named cluster in another
+    /// namespace (or anyone else) is never written to, nor are its nodes listed.
+    pub owner: &'a Owner,
+    /// The Docker network the nodes' addresses are on.
+    pub network: &'a str,
+    /// The frontend's port.
+    pub frontend_port: u16,
+    /// IPv6 addresses and binds.
+    pub ipv6: bool,
+}
+
+/// The copy of the configuration HAProxy was last told to load, next to it: a configuration
+/// written but never signalled (the signal failed, the manager stopped) is signalled again.
+const APPLIED_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg.applied";
+
+/// Puts the target cluster's control-plane nodes behind its load balancer, weighted by
+/// `weights` (container name to weight; 0 drains a node): renders the configuration, and
+/// unless HAProxy was last told to load exactly that, writes it and has HAProxy reload it
+/// (SIGHUP, in master-worker mode). A steady cluster costs one read.
 pub async fn configure(
     runtime: &dyn ContainerRuntime,
-    cluster: &str,
-    network: &str,
-    frontend_port: u16,
-    ipv6: bool,
+    target: &Target<'_>,
     weights: &BTreeMap<String, u32>,
 ) -> Result<Configured, DockerError> {
-    let name = labels::load_balancer_name(cluster);
-    if !runtime
-        .inspect_container(&name)
-        .await?
-        .is_some_and(|c| c.running)
-    {
-        return Ok(Configured::NoLoadBalancer);
+    let name = labels::load_balancer_name(target.cluster);
+    match super::find_owned(runtime, &name, target.owner).await? {
+        super::Found::Ours(lb) if lb.running => {}
+        _ => return Ok(Configured::NoLoadBalancer),
     }
     let nodes = runtime
         .list_containers(&[
-            (labels::KIND_CLUSTER, cluster),
+            (labels::KIND_CLUSTER, target.cluster),
             (labels::KIND_ROLE, Role::ControlPlane.label()),
+            (labels::OWNER_NAMESPACE, &target.owner.namespace),
         ])
         .await?;
-    let config = haproxy::render(
-        frontend_port,
-        ipv6,
-        &backends(&nodes, network, ipv6, weights),
-    );
-    if runtime.read_file(&name, CONFIG_PATH).await?.as_deref() == Some(config.as_bytes()) {
+    let backends = backends(&nodes, target.network, target.ipv6, weights);
+    let config = haproxy::render(target.frontend_port, target.ipv6, &backends).into_bytes();
+    if runtime.read_file(&name, APPLIED_PATH).await?.as_deref() == Some(config.as_slice()) {
         return Ok(Configured::Unchanged);
     }
-    let file = ContainerFile {
-        path: CONFIG_PATH.into(),
-        content: config.into_bytes(),
+    let file = |path: &str| ContainerFile {
+        path: path.into(),
+        content: config.clone(),
         mode: 0o644,
     };
-    runtime.write_files(&name, &[file]).await?;
+    runtime.write_files(&name, &[file(CONFIG_PATH)]).await?;
     runtime.signal(&name, "SIGHUP").await?;
+    runtime.write_files(&name, &[file(APPLIED_PATH)]).await?;
     Ok(Configured::Reloaded)
 }
 

@@ -768,9 +768,12 @@ async fn control_plane_nodes_are_put_behind_the_load_balancer() {
         lb.running.then_some(lb)
     })
     .await;
-    let stats = lb.host_ports["8404/tcp"];
+    let lb_name = format!("{cluster_name}-lb");
+    let first_stats_port = lb.host_ports["8404/tcp"];
     let servers = || async {
-        let csv = crate::support::http_get(stats, "/stats;csv").await?;
+        // The stats page's host port: a recreated load balancer gets a new one.
+        let lb = engine.inspect_container(&lb_name).await.ok()??;
+        let csv = crate::support::http_get(*lb.host_ports.get("8404/tcp")?, "/stats;csv").await?;
         let servers: Vec<String> = csv
             .lines()
             .filter(|l| l.starts_with("kube-apiservers,") && !l.contains(",BACKEND,"))
@@ -801,6 +804,20 @@ async fn control_plane_nodes_are_put_behind_the_load_balancer() {
         "the removed node to leave the load balancer",
         TIMEOUT,
         || async { (servers().await? == [second.clone()]).then_some(()) },
+    )
+    .await;
+
+    // A load balancer removed by hand is recreated with its backends.
+    engine.remove_container(&lb_name).await.unwrap();
+    wait_for(
+        "the recreated load balancer to have its backend",
+        TIMEOUT,
+        || async {
+            let lb = engine.inspect_container(&lb_name).await.ok()??;
+            (lb.host_ports.get("8404/tcp")? != &first_stats_port
+                && servers().await? == [second.clone()])
+            .then_some(())
+        },
     )
     .await;
 }
