@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use capd::bootstrap::runner::Progress;
-use capd::bootstrap::{Format, Options, plan};
+use capd::bootstrap::{Format, Options, Plan, plan};
 use capd::docker::ContainerRuntime;
 use capd::docker::engine::Engine;
 use capd::docker::labels::Owner;
@@ -56,6 +56,19 @@ async fn booted_node(ctx: &TestContext, engine: &Engine) -> String {
     })
     .await;
     name
+}
+
+/// Translates `cloud_config`, installs the runner for it in node `name` and starts it.
+async fn install_and_start(engine: &Engine, name: &str, cloud_config: &str) -> Plan {
+    let plan = plan(
+        Format::CloudConfig,
+        cloud_config.as_bytes(),
+        &Options::default(),
+    )
+    .unwrap();
+    node_bootstrap::install(engine, name, &plan).await.unwrap();
+    node_bootstrap::start(engine, name).await.unwrap();
+    plan
 }
 
 async fn finished(engine: &Engine, name: &str) -> Progress {
@@ -167,16 +180,7 @@ async fn a_failing_command_is_reported_and_stops_the_bootstrap() {
     let name = booted_node(&ctx, &engine).await;
     let cloud_config =
         "#cloud-config\nruncmd:\n- echo before\n- echo boom >&2; exit 3\n- touch /tmp/after\n";
-    let plan = plan(
-        Format::CloudConfig,
-        cloud_config.as_bytes(),
-        &Options::default(),
-    )
-    .unwrap();
-    node_bootstrap::install(&engine, &name, &plan)
-        .await
-        .unwrap();
-    node_bootstrap::start(&engine, &name).await.unwrap();
+    install_and_start(&engine, &name, cloud_config).await;
     let progress = finished(&engine, &name).await;
     let (step, code, tail) = progress.failed.clone().expect("a failure");
     assert_eq!(
@@ -206,16 +210,7 @@ async fn a_restarted_node_resumes_after_the_last_finished_step() {
         - echo two-started >> /var/lib/capd-rs-test/runs; while [ ! -f /var/lib/capd-rs-test/go ]; do sleep 0.1; done\n\
         - echo three >> /var/lib/capd-rs-test/runs\n\
         - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n";
-    let plan = plan(
-        Format::CloudConfig,
-        cloud_config.as_bytes(),
-        &Options::default(),
-    )
-    .unwrap();
-    node_bootstrap::install(&engine, &name, &plan)
-        .await
-        .unwrap();
-    node_bootstrap::start(&engine, &name).await.unwrap();
+    let plan = install_and_start(&engine, &name, cloud_config).await;
     wait_for("step 2 to start", Duration::from_secs(30), || async {
         let runs = sh(
             &engine,
@@ -296,16 +291,7 @@ async fn a_bootstrap_that_never_writes_the_sentinel_fails() {
     let ctx = TestContext::new("boot-nosentinel").await;
     let engine = Engine::connect().await.unwrap();
     let name = booted_node(&ctx, &engine).await;
-    let plan = plan(
-        Format::CloudConfig,
-        b"#cloud-config\nruncmd:\n- echo hi\n",
-        &Options::default(),
-    )
-    .unwrap();
-    node_bootstrap::install(&engine, &name, &plan)
-        .await
-        .unwrap();
-    node_bootstrap::start(&engine, &name).await.unwrap();
+    install_and_start(&engine, &name, "#cloud-config\nruncmd:\n- echo hi\n").await;
     let progress = finished(&engine, &name).await;
     let (step, code, tail) = progress.failed.clone().expect("a failure");
     assert_eq!(
@@ -328,16 +314,7 @@ async fn success_waits_for_the_commands_after_the_sentinel() {
     let cloud_config = "#cloud-config\nruncmd:\n\
         - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n\
         - while [ ! -f /var/lib/capd-rs-test/go ]; do sleep 0.1; done\n";
-    let plan = plan(
-        Format::CloudConfig,
-        cloud_config.as_bytes(),
-        &Options::default(),
-    )
-    .unwrap();
-    node_bootstrap::install(&engine, &name, &plan)
-        .await
-        .unwrap();
-    node_bootstrap::start(&engine, &name).await.unwrap();
+    install_and_start(&engine, &name, cloud_config).await;
     let waiting = wait_for(
         "the sentinel's step to finish",
         Duration::from_secs(30),
