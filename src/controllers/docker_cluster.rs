@@ -17,13 +17,12 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::conditions::{self, Status, names};
 use super::{Context, Error, lb_backends, shared};
 use crate::api::capi::{Cluster, MANAGED_BY_ANNOTATION};
 use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
-use crate::docker::Removal;
 use crate::docker::labels::{self, Owner};
 use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState};
 use crate::docker::pulls::ImagePulls;
@@ -169,7 +168,15 @@ fn owner(dc: &DockerCluster) -> Owner {
 /// a failure is reported, and the control-plane machines' reconciles try again.
 async fn configure_backends(ctx: &Context, dc: &DockerCluster, cluster_name: &str) {
     let namespace = dc.namespace().unwrap_or_default();
-    if let Err(message) = lb_backends::configure(ctx, &namespace, cluster_name).await {
+    let configured = match Api::<Cluster>::namespaced(ctx.kube.clone(), &namespace)
+        .get_opt(cluster_name)
+        .await
+    {
+        Ok(Some(cluster)) => lb_backends::configure(ctx, &cluster).await.map(drop),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("Cannot read Cluster {cluster_name}: {e}")),
+    };
+    if let Err(message) = configured {
         shared::publish(
             ctx,
             dc,
@@ -359,27 +366,8 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
     summarize_ready(&mut status, generation, now);
     shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
     let name = labels::load_balancer_name(cluster_name);
-    match crate::docker::remove_owned(ctx.runtime.as_ref(), &name, &owner(dc)).await? {
-        Removal::Removed => {
-            info!(container = %name, "removed the load balancer");
-            shared::publish(
-                ctx,
-                dc,
-                EventType::Normal,
-                "LoadBalancerDeleted",
-                format!("Removed load balancer container {name}"),
-            )
-            .await;
-        }
-        Removal::Absent => {}
-        Removal::NotOurs(owner) => {
-            let note = format!(
-                "Left container {name} alone: it belongs to {}",
-                owner.map_or("another owner".into(), |o| o.to_string())
-            );
-            shared::publish(ctx, dc, EventType::Warning, "LoadBalancerNotOwned", note).await;
-        }
-    }
+    let reasons = ("LoadBalancerDeleted", "LoadBalancerNotOwned");
+    shared::remove_and_report(ctx, dc, &name, &owner(dc), "load balancer", reasons).await?;
     ctx.backoff.succeeded(&format!(
         "{}/{}",
         dc.namespace().unwrap_or_default(),

@@ -37,7 +37,7 @@ use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
 use crate::docker::node::{self, Node, Role};
 use crate::docker::pulls::{ImagePulls, PullStatus};
-use crate::docker::{ContainerRuntime, Found, Removal, node_bootstrap};
+use crate::docker::{ContainerRuntime, Found, node_bootstrap};
 
 const KIND: &str = "DockerMachine";
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
@@ -652,7 +652,7 @@ async fn provision(
     out.status.addresses = node::addresses(&container, &ips, ip_family);
     out.status.failure_domain = machine.spec.failure_domain.clone();
     if role == Role::ControlPlane {
-        lb_backends::configure(ctx, &dm.namespace().unwrap_or_default(), cluster_name)
+        lb_backends::configure(ctx, cluster)
             .await
             .map_err(|message| ("LoadBalancerConfigFailed", message))?;
     }
@@ -1157,34 +1157,19 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
         .unwrap_or_default();
     let machine_name = shared::capi_owner(dm, "Machine").unwrap_or_default();
     let container = container_name(dm, &cluster_name, &machine_name);
-    match crate::docker::remove_owned(ctx.runtime.as_ref(), &container, &owner(dm)).await? {
-        Removal::Removed => {
-            shared::publish(
-                ctx,
-                dm,
-                EventType::Normal,
-                "ContainerDeleted",
-                format!("Removed node container {container}"),
-            )
-            .await;
-        }
-        Removal::Absent => {}
-        Removal::NotOurs(_) => {
-            shared::publish(
-                ctx,
-                dm,
-                EventType::Warning,
-                "ContainerNotOwned",
-                format!("Left container {container} alone: it is not this DockerMachine's"),
-            )
-            .await;
-        }
-    }
+    let reasons = ("ContainerDeleted", "ContainerNotOwned");
+    shared::remove_and_report(ctx, dm, &container, &owner(dm), "node", reasons).await?;
     // A removed control-plane node leaves the load balancer (a worker changes nothing there).
     if dm.labels().contains_key(CONTROL_PLANE_LABEL) && !cluster_name.is_empty() {
-        lb_backends::configure(ctx, &dm.namespace().unwrap_or_default(), &cluster_name)
-            .await
-            .map_err(Error::Infrastructure)?;
+        let cluster =
+            Api::<Cluster>::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default())
+                .get_opt(&cluster_name)
+                .await?;
+        if let Some(cluster) = cluster {
+            lb_backends::configure(ctx, &cluster)
+                .await
+                .map_err(Error::Infrastructure)?;
+        }
     }
     ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
     Ok(Action::await_change())

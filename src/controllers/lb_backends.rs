@@ -16,25 +16,16 @@ use crate::docker::labels::Owner;
 use crate::docker::load_balancer::{self, Configured};
 use crate::docker::node;
 
-/// Puts cluster `cluster_name`'s control-plane nodes behind its load balancer: every
-/// control-plane Machine's node weighs 100, or 0 (drained) while its Machine is being deleted
-/// and others remain. Nothing to do without the Cluster, its DockerCluster, or a running load
-/// balancer of that DockerCluster, or when the DockerCluster is managed by someone else.
-/// Calls for one cluster run one at a time.
-pub async fn configure(
-    ctx: &Context,
-    namespace: &str,
-    cluster_name: &str,
-) -> Result<Configured, String> {
+/// Puts `cluster`'s control-plane nodes behind its load balancer: every control-plane
+/// Machine's node weighs 100, or 0 (drained) while its Machine is being deleted and others
+/// remain. Nothing to do without its DockerCluster or a running load balancer of that
+/// DockerCluster, or when the DockerCluster is managed by someone else. Calls for one cluster
+/// run one at a time.
+pub async fn configure(ctx: &Context, cluster: &Cluster) -> Result<Configured, String> {
+    let namespace = &cluster.namespace().unwrap_or_default();
+    let cluster_name = &cluster.name_any();
     let lock = ctx.load_balancer_lock(&format!("{namespace}/{cluster_name}"));
     let _held = lock.lock().await;
-    let Some(cluster) = Api::<Cluster>::namespaced(ctx.kube.clone(), namespace)
-        .get_opt(cluster_name)
-        .await
-        .map_err(|e| format!("Cannot read Cluster {cluster_name}: {e}"))?
-    else {
-        return Ok(Configured::NoLoadBalancer);
-    };
     let infra = &cluster.spec.infrastructure_ref;
     if infra.kind != "DockerCluster" || infra.name.is_empty() {
         return Ok(Configured::NoLoadBalancer);

@@ -23,6 +23,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 
 use super::{Context, Error};
 use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
+use crate::docker::Removal;
 use crate::docker::labels::{self, Owner};
 
 /// The name of the owner of `kind` in group `cluster.x-k8s.io` (controller or not).
@@ -267,6 +268,37 @@ pub async fn forward_container_events<K>(
         () = watch => {}
         () = shutdown => {}
     }
+}
+
+/// Removes `owner`'s container `name` (a `what`, such as "load balancer") with its volumes and
+/// reports it on `obj` with event `removed`; a container someone else owns is left alone and
+/// reported with the Warning event `not_owned`, naming its owner.
+pub async fn remove_and_report<K>(
+    ctx: &Context,
+    obj: &K,
+    name: &str,
+    owner: &Owner,
+    what: &str,
+    (removed, not_owned): (&str, &str),
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    match crate::docker::remove_owned(ctx.runtime.as_ref(), name, owner).await? {
+        Removal::Removed => {
+            let note = format!("Removed {what} container {name}");
+            publish(ctx, obj, EventType::Normal, removed, note).await;
+        }
+        Removal::Absent => {}
+        Removal::NotOurs(other) => {
+            let note = format!(
+                "Left container {name} alone: it belongs to {}",
+                other.map_or("another owner".into(), |o| o.to_string())
+            );
+            publish(ctx, obj, EventType::Warning, not_owned, note).await;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
