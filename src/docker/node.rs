@@ -185,6 +185,21 @@ mod tests {
     use super::*;
     use crate::docker::kind_images::mapping;
 
+    /// Worker `c1-w` of cluster `c1` on network `kind`, IPv4, no mounts.
+    fn worker<'a>(owner: &'a Owner, image: &'a Mapping) -> Node<'a> {
+        Node {
+            cluster: "c1",
+            name: "c1-w",
+            owner,
+            role: Role::Worker,
+            failure_domain: "",
+            image,
+            extra_mounts: &[],
+            network: "kind",
+            ip_family: IpFamily::V4,
+        }
+    }
+
     fn owner() -> Owner {
         Owner {
             kind: "DockerMachine".into(),
@@ -212,15 +227,11 @@ mod tests {
         }];
         let owner = owner();
         let node = Node {
-            cluster: "c1",
             name: "c1-cp",
-            owner: &owner,
             role: Role::ControlPlane,
             failure_domain: "fd1",
-            image: &image,
             extra_mounts: &mounts,
-            network: "kind",
-            ip_family: IpFamily::V4,
+            ..worker(&owner, &image)
         };
         let options = NodeOptions {
             proxy_env: vec!["HTTP_PROXY=http://proxy:3128".into()],
@@ -266,17 +277,7 @@ mod tests {
     fn workers_publish_nothing_and_the_profile_relaxes() {
         let image = mapping("v1.35.5", "capd-rs-test/node:local").unwrap();
         let owner = owner();
-        let node = Node {
-            cluster: "c1",
-            name: "c1-w",
-            owner: &owner,
-            role: Role::Worker,
-            failure_domain: "",
-            image: &image,
-            extra_mounts: &[],
-            network: "kind",
-            ip_family: IpFamily::V4,
-        };
+        let node = worker(&owner, &image);
         let relaxed = NodeOptions {
             privileged: false,
             lib_modules: false,
@@ -303,15 +304,8 @@ mod tests {
             read_only: false,
         }];
         let node = Node {
-            cluster: "c1",
-            name: "c1-w",
-            owner: &owner,
-            role: Role::Worker,
-            failure_domain: "",
-            image: &image,
             extra_mounts: &mounts,
-            network: "kind",
-            ip_family: IpFamily::V4,
+            ..worker(&owner, &image)
         };
         assert!(
             container_spec(&node, &NodeOptions::default())
@@ -325,17 +319,7 @@ mod tests {
     fn ipv6_clusters_get_ipv6_enabled_nodes() {
         let image = mapping("v1.35.5", "").unwrap();
         let owner = owner();
-        let mut node = Node {
-            cluster: "c1",
-            name: "c1-w",
-            owner: &owner,
-            role: Role::Worker,
-            failure_domain: "",
-            image: &image,
-            extra_mounts: &[],
-            network: "kind",
-            ip_family: IpFamily::V4,
-        };
+        let mut node = worker(&owner, &image);
         let options = NodeOptions::default();
         assert!(container_spec(&node, &options).unwrap().sysctls.is_empty());
         for family in [IpFamily::V6, IpFamily::Dual] {

@@ -15,7 +15,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::controller::RunningControllers;
-use crate::support::{TestContext, crds, http_get, wait_for};
+use crate::support::{TestContext, crds, http_get, wait_for, wait_gone};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,15 +115,7 @@ async fn lb(name: &str) -> Option<capd::docker::Container> {
 
 /// Waits until DockerCluster `name` is gone (its finalizer removed).
 async fn deleted(ctx: &TestContext, name: &str) {
-    wait_for(&format!("DockerCluster {name} to go"), TIMEOUT, || async {
-        ctx.api::<DockerCluster>()
-            .get_opt(name)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&ctx.api::<DockerCluster>(), name, TIMEOUT).await;
 }
 
 async fn engine() -> Engine {

@@ -14,12 +14,12 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::capi::{
-    SENTINEL, TIMEOUT, cluster, condition, machine, machine_with_spec, node_sh, wait_condition,
-    worker_of_new_cluster,
+    SENTINEL, TIMEOUT, cluster, condition, container, machine, machine_with_spec, node_sh,
+    wait_condition, worker_of_new_cluster,
 };
 use crate::support::controller::RunningControllers;
 use crate::support::docker::NODE_IMAGE;
-use crate::support::{TestContext, crds, wait_for};
+use crate::support::{TestContext, crds, wait_for, wait_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
@@ -55,15 +55,9 @@ async fn a_control_plane_machine_is_provisioned_and_bootstrapped() {
             "{type_}"
         );
     }
-    let container = Engine::connect()
-        .await
-        .unwrap()
-        .inspect_container(&name)
-        .await
-        .unwrap()
-        .expect("node container");
-    assert_eq!(container.labels["io.x-k8s.kind.role"], "control-plane");
-    assert!(container.host_ports.contains_key("6443/tcp"));
+    let node = container(&name).await.expect("node container");
+    assert_eq!(node.labels["io.x-k8s.kind.role"], "control-plane");
+    assert!(node.host_ports.contains_key("6443/tcp"));
     assert_eq!(node_sh(&name, "cat /etc/capd-test/kubeadm.yaml /var/lib/capd-rs-test/runs; test -f /run/cluster-api/bootstrap-success.complete && echo done").await, "helloran\ndone\n");
 }
 
@@ -93,13 +87,7 @@ async fn a_worker_waits_for_the_control_plane_then_for_its_data() {
     })
     .await;
     assert!(
-        Engine::connect()
-            .await
-            .unwrap()
-            .inspect_container(&name)
-            .await
-            .unwrap()
-            .is_none(),
+        container(&name).await.is_none(),
         "a container without bootstrap data"
     );
 }
@@ -168,23 +156,9 @@ async fn deleting_a_machine_removes_its_container() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("the DockerMachine to go", TIMEOUT, || async {
-        ctx.api::<DockerMachine>()
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&ctx.api::<DockerMachine>(), &name, TIMEOUT).await;
     assert!(
-        Engine::connect()
-            .await
-            .unwrap()
-            .inspect_container(&name)
-            .await
-            .unwrap()
-            .is_none(),
+        container(&name).await.is_none(),
         "the node container was left behind"
     );
 }
@@ -230,15 +204,7 @@ async fn deletion_works_when_the_container_or_the_cluster_is_already_gone() {
             .unwrap();
     }
     for machine_name in [&name, &other] {
-        wait_for("the DockerMachine to go", TIMEOUT, || async {
-            ctx.api::<DockerMachine>()
-                .get_opt(machine_name)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
-        .await;
+        wait_gone(&ctx.api::<DockerMachine>(), machine_name, TIMEOUT).await;
     }
     assert_eq!(engine.inspect_container(&other).await.unwrap(), None);
 }
@@ -393,14 +359,8 @@ async fn bad_bootstrap_data_is_named_in_the_condition_without_container_churn() 
         .await;
         let message = &condition(&dm, "BootstrapCompleted").unwrap().message;
         assert!(message.contains(expected), "{suffix}: {message}");
-        let container = Engine::connect()
-            .await
-            .unwrap()
-            .inspect_container(&name)
-            .await
-            .unwrap()
-            .expect("the node container stays");
-        assert!(container.running, "{suffix}: the container was stopped");
+        let node = container(&name).await.expect("the node container stays");
+        assert!(node.running, "{suffix}: the container was stopped");
     }
     let events = ctx
         .api::<k8s_openapi::api::core::v1::Event>()
@@ -538,15 +498,7 @@ async fn a_container_name_held_by_someone_else_is_never_adopted_or_removed() {
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("the DockerMachine to go", TIMEOUT, || async {
-        ctx.api::<DockerMachine>()
-            .get_opt(&name)
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&ctx.api::<DockerMachine>(), &name, TIMEOUT).await;
     let after = engine.inspect_container(&name).await.unwrap();
     assert_eq!(
         after,

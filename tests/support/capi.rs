@@ -198,6 +198,12 @@ pub async fn wait_condition(
     }
 }
 
+/// Container `name` as the engine reports it, or `None` when there is none.
+pub async fn container(name: &str) -> Option<capd::docker::Container> {
+    let engine = Engine::connect().await.unwrap();
+    engine.inspect_container(name).await.unwrap()
+}
+
 /// What `script` prints on standard output when run by `sh` in container `name`.
 pub async fn node_sh(name: &str, script: &str) -> String {
     let engine = Engine::connect().await.unwrap();

@@ -160,6 +160,18 @@ pub async fn kubectl_async(args: &[&str], input: &str) -> (bool, String, String)
     .expect("kubectl task")
 }
 
+/// Waits until object `name` of `api` is gone (its finalizers removed), or panics after
+/// `timeout`.
+pub async fn wait_gone<K>(api: &kube::Api<K>, name: &str, timeout: Duration)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(&format!("{name} to go"), timeout, || async {
+        api.get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
