@@ -8,5 +8,8 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod docker;
 pub mod features;
+pub mod flags;
 pub mod formats;
+pub mod leader;
+pub mod metrics;
 pub mod webhooks;
