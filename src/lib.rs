@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod client;
 pub mod controllers;
 pub mod docker;
 pub mod features;
 pub mod flags;
 pub mod formats;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod webhooks;

@@ -1,0 +1,245 @@
+//! The health endpoint (`--health-addr`, plain HTTP): `/healthz` for the liveness probe and
+//! `/readyz` for the readiness probe, answered as controller-runtime's healthz handler answers
+//! them, from named checks that the parts of the manager set.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// A named check: failing (with a reason) until the part it watches says it passes.
+#[derive(Clone, Debug)]
+pub struct Check {
+    name: &'static str,
+    state: Arc<RwLock<Result<(), String>>>,
+}
+
+impl Check {
+    /// A check named `name`, failing with `reason` until [`pass`](Self::pass)ed.
+    pub fn failing(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            state: Arc::new(RwLock::new(Err(reason.into()))),
+        }
+    }
+
+    /// The check's name (`/readyz/<name>`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The check passes from now on.
+    pub fn pass(&self) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Ok(());
+    }
+
+    /// The check fails with `reason` from now on.
+    pub fn fail(&self, reason: impl Into<String>) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Err(reason.into());
+    }
+
+    /// Whether the check passes, or why not.
+    pub fn status(&self) -> Result<(), String> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The checks behind each endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Checks {
+    /// Behind `/healthz`.
+    pub healthz: Vec<Check>,
+    /// Behind `/readyz`.
+    pub readyz: Vec<Check>,
+}
+
+/// The answer to a probe of all of `checks` (`kind` is "healthz" or "readyz"): 200 `ok` when
+/// they pass, 500 listing each check when one fails; `verbose` lists them in any case, and the
+/// checks named in `exclude` are skipped.
+fn answer(kind: &str, checks: &[Check], verbose: bool, exclude: &[&str]) -> (StatusCode, String) {
+    let mut body = String::new();
+    let mut failed = false;
+    for check in checks.iter().filter(|c| !exclude.contains(&c.name)) {
+        match check.status() {
+            Ok(()) => body.push_str(&format!("[+]{} ok\n", check.name)),
+            Err(_) => {
+                failed = true;
+                body.push_str(&format!("[-]{} failed: reason withheld\n", check.name));
+            }
+        }
+    }
+    for name in exclude {
+        body.push_str(&format!("[+]{name} excluded: ok\n"));
+    }
+    if failed {
+        body.push_str(&format!("{kind} check failed\n"));
+        (StatusCode::INTERNAL_SERVER_ERROR, body)
+    } else if verbose {
+        body.push_str(&format!("{kind} check passed\n"));
+        (StatusCode::OK, body)
+    } else {
+        (StatusCode::OK, "ok".into())
+    }
+}
+
+/// The answer to a probe of the one check named `name`.
+fn answer_one(checks: &[Check], name: &str) -> (StatusCode, String) {
+    match checks.iter().find(|c| c.name == name).map(Check::status) {
+        None => (StatusCode::NOT_FOUND, "404 page not found\n".into()),
+        Some(Ok(())) => (StatusCode::OK, "ok".into()),
+        Some(Err(reason)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal server error: {reason}\n"),
+        ),
+    }
+}
+
+fn text((status, body): (StatusCode, String)) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The query of a probe: `verbose` and `exclude=<name>` (repeatable).
+fn options(query: Option<&str>) -> (bool, Vec<&str>) {
+    let mut verbose = false;
+    let mut exclude = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("exclude", name)) => exclude.push(name),
+            Some(("verbose", _)) => verbose = true,
+            None if pair == "verbose" => verbose = true,
+            _ => {}
+        }
+    }
+    (verbose, exclude)
+}
+
+/// The `/healthz` and `/readyz` routes (with `/<kind>/<check>` for one check).
+pub fn router(checks: Checks) -> Router {
+    let checks = Arc::new(checks);
+    Router::new()
+        .route(
+            "/healthz",
+            get(
+                |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
+                    let (verbose, exclude) = options(q.as_deref());
+                    text(answer("healthz", &c.healthz, verbose, &exclude))
+                },
+            ),
+        )
+        .route(
+            "/readyz",
+            get(
+                |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
+                    let (verbose, exclude) = options(q.as_deref());
+                    text(answer("readyz", &c.readyz, verbose, &exclude))
+                },
+            ),
+        )
+        .route(
+            "/healthz/{check}",
+            get(
+                |State(c): State<Arc<Checks>>, Path(name): Path<String>| async move {
+                    text(answer_one(&c.healthz, &name))
+                },
+            ),
+        )
+        .route(
+            "/readyz/{check}",
+            get(
+                |State(c): State<Arc<Checks>>, Path(name): Path<String>| async move {
+                    text(answer_one(&c.readyz, &name))
+                },
+            ),
+        )
+        .with_state(checks)
+}
+
+/// Serves [`router`] on `listener` (plain HTTP) until `shutdown` resolves.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    checks: Checks,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router(checks))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_passing_is_ok_and_verbose_lists_the_checks() {
+        let webhook = Check::failing("webhook", "not serving yet");
+        webhook.pass();
+        let checks = [webhook];
+        assert_eq!(
+            answer("readyz", &checks, false, &[]),
+            (StatusCode::OK, "ok".into())
+        );
+        assert_eq!(
+            answer("readyz", &checks, true, &[]),
+            (
+                StatusCode::OK,
+                "[+]webhook ok\nreadyz check passed\n".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_failing_check_fails_the_probe_and_is_named() {
+        let webhook = Check::failing("webhook", "x");
+        webhook.pass();
+        let controllers = Check::failing("controllers", "caches not synced");
+        let checks = [webhook, controllers.clone()];
+        let (status, body) = answer("readyz", &checks, false, &[]);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            "[+]webhook ok\n[-]controllers failed: reason withheld\nreadyz check failed\n"
+        );
+        assert_eq!(
+            answer("readyz", &checks, false, &["controllers"]).0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            answer_one(&checks, "controllers"),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error: caches not synced\n".into()
+            )
+        );
+        controllers.pass();
+        assert_eq!(answer_one(&checks, "controllers").0, StatusCode::OK);
+        assert_eq!(answer_one(&checks, "nothing").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn probe_options_are_read_from_the_query() {
+        assert_eq!(options(None), (false, vec![]));
+        assert_eq!(options(Some("verbose")), (true, vec![]));
+        assert_eq!(
+            options(Some("verbose=1&exclude=webhook")),
+            (true, vec!["webhook"])
+        );
+    }
+}
