@@ -7,6 +7,7 @@ pub mod haproxy;
 pub mod kind_images;
 pub mod labels;
 pub mod load_balancer;
+pub mod metered;
 pub mod node;
 pub mod node_bootstrap;
 pub mod pulls;
