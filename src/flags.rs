@@ -108,8 +108,8 @@ pub struct Flags {
     /// capd-rs acts on ClusterTopology (default false: DockerClusterTemplates cannot be
     /// created); CAPD's other gates (MachinePool, PriorityQueue, ReconcilerRateLimiting, ...)
     /// are accepted and have no effect.
-    #[arg(long, help_heading = CONTROLLERS, default_value = "")]
-    pub feature_gates: Features,
+    #[arg(long, help_heading = CONTROLLERS, value_parser = crate::features::check)]
+    pub feature_gates: Vec<String>,
 
     /// The Docker network clusters are put on (CAPD's default, shared with kind). capd-rs only.
     #[arg(long, help_heading = CONTROLLERS, env = "CAPD_DOCKER_NETWORK", default_value = "kind")]
@@ -260,8 +260,7 @@ pub struct Flags {
 
     /// List of CRD migration phases to skip. Valid values are: StorageVersionMigration,
     /// CleanupManagedFields. No effect: capd-rs has no CRD migrator (only v1beta2 is served).
-    #[arg(long, help_heading = NO_EFFECT, value_delimiter = ',', num_args = 1,
-          value_parser = ["StorageVersionMigration", "CleanupManagedFields"])]
+    #[arg(long, help_heading = NO_EFFECT, value_delimiter = ',', num_args = 1)]
     pub skip_crd_migration_phases: Vec<String>,
 }
 
@@ -319,6 +318,12 @@ impl Flags {
     /// The namespace to watch, or `None` for all of them.
     pub fn watch_namespace(&self) -> Option<String> {
         Some(self.namespace.clone()).filter(|n| !n.is_empty())
+    }
+
+    /// The feature gates of every `--feature-gates` given (a later one wins).
+    pub fn features(&self) -> Features {
+        // Each value was checked when parsed.
+        Features::from_values(&self.feature_gates).unwrap_or_default()
     }
 
     /// The `--watch-filter` value, or `None` when unset.
@@ -511,11 +516,15 @@ mod tests {
         .unwrap()
         .flags;
         assert_eq!(flags.tls_cipher_suites.len(), 3);
-        assert!(parse(&["--skip-crd-migration-phases=StorageVersionMigration"]).is_ok());
-        let error = parse(&["--skip-crd-migration-phases=Everything"])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("Everything"), "{error}");
+        let flags = parse(&[
+            "--feature-gates=MachinePool=true,ClusterTopology=true",
+            "--feature-gates=PriorityQueue=false",
+        ])
+        .unwrap()
+        .flags;
+        assert!(flags.features().cluster_topology);
+        let error = parse(&["--feature-gates=Bogus=true"]).unwrap_err().to_string();
+        assert!(error.contains("unrecognized feature gate: Bogus"), "{error}");
     }
 
     #[test]
@@ -550,6 +559,88 @@ mod tests {
             ]
         );
         assert!(parse(&[]).unwrap().no_effect.is_empty());
+    }
+
+    /// Each flag of CAPD v1.14.0's `manager --help` (a fixture) with its default as shown there.
+    fn capd_flags() -> Vec<(String, Option<String>)> {
+        let help = include_str!("../tests/fixtures/capd/manager-help.txt");
+        let mut flags: Vec<(String, String)> = Vec::new();
+        for line in help.lines().skip(1) {
+            let trimmed = line.trim_start();
+            let entry = trimmed.strip_prefix("-v, ").unwrap_or(trimmed);
+            match entry.strip_prefix("--") {
+                Some(rest) if line.starts_with("  ") && trimmed.starts_with('-') => {
+                    let name = rest.split_whitespace().next().unwrap_or_default();
+                    flags.push((name.to_owned(), line.to_owned()));
+                }
+                _ => {
+                    if let Some((_, text)) = flags.last_mut() {
+                        text.push_str(line);
+                    }
+                }
+            }
+        }
+        flags
+            .into_iter()
+            .map(|(name, text)| {
+                let default = text.rfind("(default ").map(|at| {
+                    let value = &text[at + "(default ".len()..];
+                    value[..value.rfind(')').unwrap_or(value.len())].trim_matches('"').to_owned()
+                });
+                (name, default)
+            })
+            .collect()
+    }
+
+    /// Whether two defaults mean the same: equal text, or equal as Go durations or numbers.
+    fn same_default(capd: &str, ours: &str) -> bool {
+        if capd == ours {
+            return true;
+        }
+        if let (Ok(a), Ok(b)) = (formats::parse_go_duration(capd), formats::parse_go_duration(ours)) {
+            return a == b;
+        }
+        matches!((capd.parse::<f64>(), ours.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
+    }
+
+    #[test]
+    fn every_flag_of_capds_manager_is_accepted_with_its_default() {
+        let command = Flags::command();
+        let flags = capd_flags();
+        assert!(flags.len() > 40, "the fixture lists {} flags", flags.len());
+        for (name, default) in flags {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(name.as_str()))
+                .unwrap_or_else(|| panic!("CAPD's --{name} is not accepted"));
+            let Some(default) = default else { continue };
+            let ours: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                same_default(&default, &ours.join(",")),
+                "--{name}: CAPD's default is {default:?}, ours {ours:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn capds_deployment_arguments_are_accepted() {
+        #[derive(serde::Deserialize)]
+        struct Deployment {
+            args: Vec<String>,
+        }
+        let fixture = include_str!("../tests/fixtures/capd/manager-deployment-args.yaml");
+        let deployment: Deployment = serde_saphyr::from_str(fixture).unwrap();
+        let parsed = parse(&deployment.args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let flags = parsed.flags;
+        assert!(flags.leader_elect);
+        assert_eq!(flags.diagnostics_address, ":8443");
+        assert!(!flags.insecure_diagnostics);
+        assert!(!flags.features().cluster_topology);
+        assert!(parsed.no_effect.is_empty());
     }
 
     #[test]

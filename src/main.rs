@@ -1,153 +1,253 @@
-//! The capd-rs manager: one process serving the provider's controllers and webhooks.
-//!
-//! It connects to the Kubernetes API and the Docker engine, serves the admission webhooks over
-//! TLS, runs the controllers, and stops gracefully on SIGTERM or Ctrl+C.
+//! The capd-rs manager: one process serving the provider's admission webhooks, its controllers
+//! (on the leader only, with `--leader-elect`), health probes and metrics, with CAPD's flags.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use std::sync::Arc;
+use anyhow::Context as _;
+use futures::FutureExt;
+use futures::future::Shared;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
+use capd::client::{self, RateLimit};
 use capd::controllers::{self, Settings};
+use capd::diagnostics::{self, Security};
 use capd::docker::engine::Engine;
+use capd::docker::metered::Metered;
 use capd::docker::node::NodeOptions;
-use capd::features::Features;
+use capd::flags::{Flags, Parsed};
+use capd::health::{self, Check, Checks};
+use capd::leader::{self, Elector, LeaseLost};
+use capd::metrics::Metrics;
 use capd::webhooks::{self, tls::CertFiles};
-use clap::Parser;
-use tracing::info;
-
-/// Cluster API infrastructure provider for Docker (capd-rs) manager.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// The Docker network clusters are put on (CAPD's default, shared with kind).
-    #[arg(long, env = "CAPD_DOCKER_NETWORK", default_value = "kind")]
-    docker_network: String,
-
-    /// The port the webhook server listens on (HTTPS, all interfaces).
-    #[arg(long, default_value_t = 9443)]
-    webhook_port: u16,
-
-    /// The directory holding the webhook server's certificate and key.
-    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
-    webhook_cert_dir: PathBuf,
-
-    /// The certificate file's name in --webhook-cert-dir (PEM, leaf first).
-    #[arg(long, default_value = "tls.crt")]
-    webhook_cert_name: String,
-
-    /// The private key file's name in --webhook-cert-dir (PEM).
-    #[arg(long, default_value = "tls.key")]
-    webhook_key_name: String,
-
-    /// How often the certificate files are checked for a new certificate (for example "10s").
-    #[arg(long, default_value = "10s", value_parser = parse_interval)]
-    webhook_cert_reload_interval: Duration,
-
-    /// Feature gates, as Name=true|false pairs separated by commas. Known: ClusterTopology
-    /// (default false). CAPD's other gates are accepted and have no effect.
-    #[arg(long, default_value = "")]
-    feature_gates: Features,
-
-    /// Watch and reconcile objects in this namespace only (all namespaces when unset).
-    #[arg(long)]
-    namespace: Option<String>,
-
-    /// Reconcile only objects labelled cluster.x-k8s.io/watch-filter=<value> (several provider
-    /// instances can then share a management cluster).
-    #[arg(long)]
-    watch_filter: Option<String>,
-
-    /// How many DockerMachines are reconciled at once.
-    #[arg(long, default_value_t = 100)]
-    dockermachine_concurrency: u16,
-
-    /// Run node containers privileged, as kind does. Set to false on engines that refuse
-    /// privileged containers; real Kubernetes nodes cannot run then, test images can.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    privileged_nodes: bool,
-
-    /// How many DockerClusters are reconciled at once.
-    #[arg(long, default_value_t = 50)]
-    dockercluster_concurrency: u16,
-
-    /// Log format: text or json. The log level comes from RUST_LOG (default info).
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    rustls::crypto::ring::default_provider()
+async fn main() -> ExitCode {
+    let Parsed { flags, no_effect } = match Flags::parse_args(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => e.exit(),
+    };
+    if rustls::crypto::ring::default_provider()
         .install_default()
-        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    init_tracing(&args.log_format);
+        .is_err()
+    {
+        eprintln!("a rustls crypto provider was already installed");
+        return ExitCode::FAILURE;
+    }
+    capd::telemetry::init(flags.verbosity, flags.logging_format);
+    if !no_effect.is_empty() {
+        info!(flags = %no_effect.join(" "), "these CAPD flags are accepted and have no effect in capd-rs");
+    }
+    if !flags.profiler_address.is_empty() {
+        warn!(address = %flags.profiler_address, "--profiler-address: capd-rs has no Go profiler; nothing is served there");
+    }
+    match run(flags).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let kube = kube::Client::try_default().await.context(
-        "connecting to the Kubernetes API (in-cluster config, KUBECONFIG or ~/.kube/config)",
-    )?;
+/// The listeners, bound before anything starts, so a taken port fails the start at once.
+struct Listeners {
+    webhook: TcpListener,
+    health: TcpListener,
+    diagnostics: Option<TcpListener>,
+}
+
+impl Listeners {
+    fn bind(flags: &Flags) -> anyhow::Result<Self> {
+        let bind = |what: &str, address: &str| -> anyhow::Result<TcpListener> {
+            let address = diagnostics::parse_bind_address(address)
+                .map_err(|e| anyhow::anyhow!("--{what}={address}: {e}"))?;
+            TcpListener::bind(address).with_context(|| format!("--{what}: listening on {address}"))
+        };
+        Ok(Self {
+            webhook: bind("webhook-port", &format!(":{}", flags.webhook_port))?,
+            health: bind("health-addr", &flags.health_addr)?,
+            diagnostics: (flags.diagnostics_address != "0")
+                .then(|| bind("diagnostics-address", &flags.diagnostics_address))
+                .transpose()?,
+        })
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&flags)?;
+    let limit = RateLimit {
+        qps: flags.kube_api_qps,
+        burst: flags.kube_api_burst,
+    };
+    let kube = client::connect(flags.kubeconfig.as_deref(), limit)
+        .await
+        .context("connecting to the Kubernetes API (--kubeconfig, in-cluster, KUBECONFIG or ~/.kube/config)")?;
     let version = kube
         .apiserver_version()
         .await
         .context("reading the apiserver version")?;
     info!(version = %version.git_version, "connected to the Kubernetes API");
-
     let engine = Engine::connect()
         .await
         .context("reaching the Docker engine (DOCKER_HOST)")?;
-    info!(api_version = %engine.api_version(), network = %args.docker_network, "connected to the Docker engine");
+    info!(api_version = %engine.api_version(), network = %flags.docker_network, "connected to the Docker engine");
 
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.webhook_port)))
-        .with_context(|| format!("listening on webhook port {}", args.webhook_port))?;
-    let cert = CertFiles::in_dir(
-        &args.webhook_cert_dir,
-        &args.webhook_cert_name,
-        &args.webhook_key_name,
-    );
-    info!(port = args.webhook_port, cert = %cert.cert.display(), "serving the admission webhooks");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut webhooks = tokio::spawn(webhooks::serve(
-        listener,
-        cert,
-        args.webhook_cert_reload_interval,
-        args.feature_gates,
+    let (metrics, registry) = Metrics::new();
+    let webhook = Check::failing("webhook", "the webhook server is not serving yet");
+    let caches = Check::failing("controllers", "the controllers' caches are not synced yet");
+    let checks = Checks {
+        healthz: vec![webhook.clone()],
+        readyz: vec![webhook.clone(), caches.clone()],
+    };
+    let tls = flags.tls_options();
+
+    // The servers run until the controllers have stopped and the lease is released.
+    let (stop_servers, servers_stopped) = watch::channel(false);
+    let servers_stop = move || {
+        let mut stopped = servers_stopped.clone();
         async move {
-            let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;
-        },
+        }
+    };
+    tokio::spawn(health::serve(listeners.health, checks, servers_stop()));
+    if let Some(listener) = listeners.diagnostics {
+        let security = if flags.insecure_diagnostics {
+            Security::Insecure
+        } else {
+            Security::Secure {
+                kube: kube.clone(),
+                tls: tls.clone(),
+            }
+        };
+        info!(address = %flags.diagnostics_address, secure = !flags.insecure_diagnostics, "serving metrics");
+        tokio::spawn(diagnostics::serve(listener, Arc::new(registry), security, servers_stop()));
+    }
+    let cert = CertFiles::in_dir(
+        &flags.webhook_cert_dir,
+        &flags.webhook_cert_name,
+        &flags.webhook_key_name,
+    );
+    info!(port = flags.webhook_port, cert = %cert.cert.display(), "serving the admission webhooks");
+    let mut webhooks = tokio::spawn(webhooks::serve(
+        listeners.webhook,
+        cert,
+        flags.webhook_cert_reload_interval,
+        tls,
+        flags.feature_gates,
+        metrics.clone(),
+        move || webhook.pass(),
+        servers_stop(),
     ));
 
     let settings = Settings {
-        network: args.docker_network.clone(),
-        namespace: args.namespace.clone(),
-        docker_cluster_concurrency: args.dockercluster_concurrency,
-        watch_filter: args.watch_filter.clone(),
-        docker_machine_concurrency: args.dockermachine_concurrency,
+        network: flags.docker_network.clone(),
+        namespace: flags.watch_namespace(),
+        docker_cluster_concurrency: flags.dockercluster_concurrency,
+        watch_filter: flags.watch_filter_value(),
+        docker_machine_concurrency: flags.dockermachine_concurrency,
         node_options: NodeOptions {
-            privileged: args.privileged_nodes,
+            privileged: flags.privileged_nodes,
             lib_modules: std::path::Path::new("/lib/modules").exists(),
             proxy_env: proxy_env(),
         },
+        sync_period: flags.sync_period,
+        workload_rate_limit: RateLimit {
+            qps: flags.clustercache_client_qps,
+            burst: flags.clustercache_client_burst,
+        },
     };
-    let ctx = Arc::new(controllers::Context::new(kube, Arc::new(engine), settings));
-    let stopping = stop.subscribe();
-    let mut controllers = tokio::spawn(controllers::run(ctx, async move {
-        let mut stopping = stopping;
-        let _ = stopping.wait_for(|s| *s).await;
-    }));
+    let runtime = Arc::new(Metered::new(Arc::new(engine), metrics.clone()));
+    let ctx = Arc::new(controllers::Context::new(kube.clone(), runtime, settings, metrics));
+    let elector = flags.leader_elect.then(|| {
+        let namespace = std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| kube.default_namespace().to_owned());
+        Elector::new(
+            kube.clone(),
+            leader::Config {
+                namespace,
+                name: leader::LEASE_NAME.into(),
+                identity: leader::identity(),
+                lease_duration: flags.leader_elect_lease_duration,
+                renew_deadline: flags.leader_elect_renew_deadline,
+                retry_period: flags.leader_elect_retry_period,
+            },
+        )
+    });
 
+    let terminated = terminated().shared();
+    let lead = lead(ctx, elector, caches, terminated.clone(), flags.graceful_shutdown_timeout);
     tokio::select! {
-        result = &mut webhooks => return result.context("webhook server task")?.context("webhook server stopped"),
-        result = &mut controllers => return result.context("controllers task").and(Err(anyhow::anyhow!("the controllers stopped"))),
-        () = shutdown_signal() => {}
+        result = &mut webhooks => {
+            return result.context("webhook server task")?.context("webhook server stopped");
+        }
+        outcome = lead => {
+            if let Err(lost) = outcome {
+                // As controller-runtime: reconcile no more, at once, and leave it to a restart.
+                error!("{lost}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if terminated.peek().is_none() {
+        anyhow::bail!("the controllers stopped");
+    }
+    let _ = stop_servers.send(true);
+    webhooks.await.context("webhook server task")??;
+    info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers, when this replica leads (or without `elector`, at once), until
+/// `terminated`: then lets running reconciles finish for at most `grace` and releases the
+/// lease. Returns early with [`LeaseLost`] when the lease cannot be renewed.
+async fn lead(
+    ctx: Arc<controllers::Context>,
+    mut elector: Option<Elector>,
+    caches: Check,
+    terminated: Shared<impl Future<Output = ()> + Send + 'static>,
+    grace: Duration,
+) -> Result<(), LeaseLost> {
+    if let Some(elector) = elector.as_mut() {
+        // A replica waiting for the lease is ready: it serves webhooks, and a rolling update
+        // needs it ready before the leader goes.
+        caches.pass();
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = terminated.clone() => return Ok(()),
+        }
+        caches.fail("leading: the controllers' caches are not synced yet");
+    }
+    let synced = caches.clone();
+    let controllers = controllers::run(ctx, terminated.clone(), move || synced.pass());
+    let bounded = async {
+        tokio::pin!(controllers);
+        tokio::select! {
+            () = &mut controllers => {}
+            () = async { terminated.await; tokio::time::sleep(grace).await } => {
+                warn!(grace = ?grace, "reconciles still running after the graceful shutdown timeout; stopping them");
+            }
+        }
+    };
+    let Some(mut elector) = elector else {
+        bounded.await;
+        info!("shutting down");
+        return Ok(());
+    };
+    tokio::select! {
+        () = bounded => {}
+        lost = elector.renew_until_lost() => return Err(lost),
     }
     info!("shutting down");
-    let _ = stop.send(true);
-    controllers.await.context("controllers task")?;
-    webhooks.await.context("webhook server task")??;
+    if let Err(e) = elector.release().await {
+        warn!(error = %e, "cannot release the leader lease; the next leader waits for it to expire");
+    }
     Ok(())
 }
 
@@ -170,28 +270,22 @@ fn proxy_env() -> Vec<String> {
     .collect()
 }
 
-/// Parses an interval such as "10s" or "1m" (Go duration syntax, greater than zero).
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    capd::formats::positive_duration(text)
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl+C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl+C; SIGTERM is caught from the
+/// call on, before the future is first polled.
+fn terminated() -> impl Future<Output = ()> + Send + 'static {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl+C stops the manager");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
+use tokio::sync::oneshot;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -26,31 +27,38 @@ use crate::api::{CLUSTER_FINALIZER, DockerCluster, DockerClusterStatus};
 use crate::docker::labels::{self, Owner};
 use crate::docker::load_balancer::{self, Change, LoadBalancerError, LoadBalancerState};
 use crate::docker::pulls::ImagePulls;
+use crate::metrics::ControllerMetrics;
 
 const KIND: &str = "DockerCluster";
-/// How often a healthy cluster's load balancer is checked without any event (drift the
-/// Docker event stream could not report, such as an engine restart without events).
-const RECHECK: Duration = Duration::from_secs(600);
+/// controller-runtime's name for this controller (its metrics' `controller` label).
+const CONTROLLER: &str = "dockercluster";
 
 /// The reconciler's own state: background image pulls that wake it.
 struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerCluster>>,
+    metrics: ControllerMetrics,
 }
 
-/// Runs the DockerCluster controller until `shutdown` resolves.
+/// Runs the DockerCluster controller until `shutdown` resolves; `synced` is sent once its
+/// cache is filled.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    synced: oneshot::Sender<()>,
 ) {
     let (clusters, docker_clusters) = (
         shared::watched_api::<Cluster>(&ctx),
         shared::watched_api::<DockerCluster>(&ctx),
     );
     let (wake, woken) = mpsc::unbounded();
+    let metrics = ctx
+        .metrics
+        .controller(CONTROLLER, ctx.settings.docker_cluster_concurrency);
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
         ctx: ctx.clone(),
+        metrics: metrics.clone(),
     });
     let shutdown = shutdown.shared();
     let config = kube::runtime::controller::Config::default()
@@ -59,6 +67,7 @@ pub async fn run(
     // acts on does, so a changing condition message cannot drive a write-reconcile loop.
     let (reader, docker_clusters) =
         shared::watch_acted_on(docker_clusters, ctx.settings.watcher_config());
+    tokio::spawn(shared::signal_synced(reader.clone(), synced));
     let (reconcile_all, all) = mpsc::unbounded();
     // A load balancer that dies or is removed behind our back is recreated at once.
     tokio::spawn(shared::forward_container_events(
@@ -69,24 +78,21 @@ pub async fn run(
         reconcile_all,
         shutdown.clone(),
     ));
-    Controller::for_stream(docker_clusters, reader)
+    let (queued, store) = (metrics.clone(), reader.clone());
+    Controller::for_stream(shared::queued_stream(metrics.clone(), docker_clusters), reader)
         .watches(
             clusters,
             ctx.settings.watcher_config(),
-            cluster_to_docker_cluster,
+            shared::queued(metrics.clone(), cluster_to_docker_cluster),
         )
-        .reconcile_all_on(all)
-        .reconcile_on(woken)
+        .reconcile_all_on(shared::queued_all(metrics.clone(), store, all))
+        .reconcile_on(woken.inspect(move |o| queued.enqueued(&shared::queue_key(o))))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, reconciler)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                match e {
-                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                    e => warn!(error = %e, "DockerCluster reconcile failed"),
-                }
-            }
+        .for_each(|result| {
+            shared::report_run_error(&metrics, KIND, result);
+            futures::future::ready(())
         })
         .await;
 }
@@ -106,9 +112,9 @@ fn error_policy(dc: Arc<DockerCluster>, error: &Error, reconciler: Arc<Reconcile
 }
 
 async fn reconcile(dc: Arc<DockerCluster>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
-    let result = reconcile_guarded(&dc, &reconciler).await;
-    shared::record_reconcile(&reconciler.ctx, KIND, dc.as_ref(), &result);
-    result
+    let (ctx, metrics) = (&reconciler.ctx, &reconciler.metrics);
+    let guarded = reconcile_guarded(&dc, &reconciler);
+    shared::reconcile_instrumented(ctx, metrics, KIND, dc.as_ref(), guarded).await
 }
 
 async fn reconcile_guarded(
@@ -248,7 +254,7 @@ async fn apply(
                 let next = match change {
                     Change::Unchanged => {
                         ctx.backoff.succeeded(&key);
-                        Action::requeue(RECHECK)
+                        Action::await_change()
                     }
                     Change::Created => {
                         let note = format!("Created load balancer container {} ({ip})", spec.name);
@@ -256,7 +262,7 @@ async fn apply(
                             .await;
                         configure_backends(ctx, dc, cluster_name).await;
                         ctx.backoff.succeeded(&key);
-                        Action::requeue(RECHECK)
+                        Action::await_change()
                     }
                     Change::Recreated => {
                         // Counted as a failure, so a crashing HAProxy is recreated with backoff;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc;
+use tokio::sync::oneshot;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -38,8 +39,11 @@ use crate::docker::labels::Owner;
 use crate::docker::node::{self, Node, Role};
 use crate::docker::pulls::{ImagePulls, PullStatus};
 use crate::docker::{ContainerRuntime, Found, node_bootstrap};
+use crate::metrics::{ControllerMetrics, Metrics};
 
 const KIND: &str = "DockerMachine";
+/// controller-runtime's name for this controller (its metrics' `controller` label).
+const CONTROLLER: &str = "dockermachine";
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a bootstrap watch outlives the bootstrap timeout.
@@ -82,27 +86,35 @@ struct Reconciler {
     /// The last image-loading failure per machine, reported once by the next reconcile.
     load_failures: Arc<Mutex<HashMap<String, String>>>,
     wake: mpsc::UnboundedSender<ObjectRef<DockerMachine>>,
+    metrics: ControllerMetrics,
 }
 
-/// Runs the DockerMachine controller until `shutdown` resolves.
+/// Runs the DockerMachine controller until `shutdown` resolves; `synced` is sent once its
+/// cache is filled.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    synced: oneshot::Sender<()>,
 ) {
     let (wake, woken) = mpsc::unbounded();
+    let metrics = ctx
+        .metrics
+        .controller(CONTROLLER, ctx.settings.docker_machine_concurrency);
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
         followers: Mutex::default(),
-        workload: WorkloadClients::default(),
+        workload: WorkloadClients::new(ctx.settings.workload_rate_limit),
         loaders: Mutex::default(),
         load_failures: Arc::default(),
         wake,
+        metrics: metrics.clone(),
         ctx: ctx.clone(),
     });
     let (reader, stream) = shared::watch_acted_on(
         shared::watched_api::<DockerMachine>(&ctx),
         ctx.settings.watcher_config(),
     );
+    tokio::spawn(shared::signal_synced(reader.clone(), synced));
     let (clusters_store, docker_clusters_store, secrets_store) =
         (reader.clone(), reader.clone(), reader.clone());
     let config = kube::runtime::controller::Config::default()
@@ -119,27 +131,28 @@ pub async fn run(
         reconcile_all,
         shutdown.clone(),
     ));
-    Controller::for_stream(stream, reader)
+    let (queued, store) = (metrics.clone(), reader.clone());
+    Controller::for_stream(shared::queued_stream(metrics.clone(), stream), reader)
         .watches(
             shared::watched_api::<Machine>(&ctx),
             ctx.settings.watcher_config(),
-            machine_to_docker_machine,
+            shared::queued(metrics.clone(), machine_to_docker_machine),
         )
         .watches(
             shared::watched_api::<Cluster>(&ctx),
             ctx.settings.watcher_config(),
-            move |cluster| {
+            shared::queued(metrics.clone(), move |cluster: Cluster| {
                 cluster_to_docker_machines(
                     &clusters_store,
                     &cluster.namespace().unwrap_or_default(),
                     &cluster.name_any(),
                 )
-            },
+            }),
         )
         .watches(
             shared::watched_api::<DockerCluster>(&ctx),
             ctx.settings.watcher_config(),
-            move |dc| {
+            shared::queued(metrics.clone(), move |dc: DockerCluster| {
                 let cluster = dc
                     .labels()
                     .get(CLUSTER_NAME_LABEL)
@@ -150,14 +163,14 @@ pub async fn run(
                     &dc.namespace().unwrap_or_default(),
                     &cluster,
                 )
-            },
+            }),
         )
         // A workload cluster's kubeconfig Secret appearing lets its machines' Nodes be
         // initialized (only Secrets labelled with a cluster name are watched).
         .watches(
             shared::watched_api::<Secret>(&ctx),
             kube::runtime::watcher::Config::default().labels(CLUSTER_NAME_LABEL),
-            move |secret| {
+            shared::queued(metrics.clone(), move |secret: Secret| {
                 let cluster = secret
                     .labels()
                     .get(CLUSTER_NAME_LABEL)
@@ -171,19 +184,16 @@ pub async fn run(
                     &secret.namespace().unwrap_or_default(),
                     &cluster,
                 )
-            },
+            }),
         )
-        .reconcile_all_on(all)
-        .reconcile_on(woken)
+        .reconcile_all_on(shared::queued_all(metrics.clone(), store, all))
+        .reconcile_on(woken.inspect(move |o| queued.enqueued(&shared::queue_key(o))))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, reconciler.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result
-                && !matches!(e, kube::runtime::controller::Error::ObjectNotFound(_))
-            {
-                warn!(error = %e, "DockerMachine reconcile failed");
-            }
+        .for_each(|result| {
+            shared::report_run_error(&metrics, KIND, result);
+            futures::future::ready(())
         })
         .await;
     let followers = std::mem::take(
@@ -247,9 +257,9 @@ fn error_policy(dm: Arc<DockerMachine>, error: &Error, reconciler: Arc<Reconcile
 }
 
 async fn reconcile(dm: Arc<DockerMachine>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
-    let result = reconcile_guarded(&dm, &reconciler).await;
-    shared::record_reconcile(&reconciler.ctx, KIND, dm.as_ref(), &result);
-    result
+    let (ctx, metrics) = (&reconciler.ctx, &reconciler.metrics);
+    let guarded = reconcile_guarded(&dm, &reconciler);
+    shared::reconcile_instrumented(ctx, metrics, KIND, dm.as_ref(), guarded).await
 }
 
 /// The objects a DockerMachine is reconciled with.
@@ -1018,6 +1028,7 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, pha
         follower.task.abort();
     }
     let runtime = reconciler.ctx.runtime.clone();
+    let metrics = reconciler.ctx.metrics.clone();
     let wake = reconciler.wake.clone();
     let timeout = bootstrap_timeout(dm);
     let target = ObjectRef::from_obj(dm);
@@ -1034,7 +1045,7 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, pha
                 let _ = tokio::time::timeout(BOOT_TIMEOUT, booting).await;
             }
             Phase::Bootstrap => {
-                follow_bootstrap(runtime.as_ref(), &container, timeout, wake_up).await
+                follow_bootstrap(runtime.as_ref(), &metrics, &container, timeout, wake_up).await
             }
         }
         // Ended before the last wake, so the reconcile it causes can start a new follower.
@@ -1046,9 +1057,10 @@ fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, pha
 
 /// Calls `wake_up` on each change of the bootstrap in `container`, and every few seconds once
 /// it has run longer than `timeout` (until the reconciler has stopped it); returns when the
-/// progress reports end.
+/// progress reports end. Records in `metrics` how long each step it saw start and end took.
 async fn follow_bootstrap(
     runtime: &dyn ContainerRuntime,
+    metrics: &Metrics,
     container: &str,
     timeout: Duration,
     wake_up: impl Fn(),
@@ -1056,6 +1068,7 @@ async fn follow_bootstrap(
     // The watch ends a little after the timeout at the latest; the reconciler starts a new one.
     let mut reports = node_bootstrap::watch(runtime, container, timeout + WATCH_GRACE);
     let mut deadline = None;
+    let mut steps = StepClock::default();
     loop {
         let timer = async {
             match deadline {
@@ -1066,6 +1079,9 @@ async fn follow_bootstrap(
         tokio::select! {
             report = reports.next() => match report {
                 Some(Ok(progress)) => {
+                    if let Some(took) = steps.saw(progress.done, std::time::Instant::now()) {
+                        metrics.bootstrap_step(took);
+                    }
                     if deadline.is_none() && progress.installed {
                         let ran = Duration::from_secs(progress.elapsed_seconds);
                         // One second late, so the runner's whole-second clock has passed it.
@@ -1080,6 +1096,31 @@ async fn follow_bootstrap(
                 // Reminded until the reconciler has stopped the bootstrap (then the watch ends).
                 deadline = Some(tokio::time::Instant::now() + TIMEOUT_REMINDER);
                 wake_up();
+            }
+        }
+    }
+}
+
+/// Times bootstrap steps from the finished-step counts a follower sees: a step is timed only
+/// when the follower saw both its start and its end (the first count it sees may be mid-step).
+#[derive(Debug, Default)]
+struct StepClock {
+    /// The finished steps at the last change, and since when (`None` before the first report).
+    current: Option<(usize, std::time::Instant, bool)>,
+}
+
+impl StepClock {
+    /// Notes `done` finished steps at `now`; returns how long the step that just finished took.
+    fn saw(&mut self, done: usize, now: std::time::Instant) -> Option<Duration> {
+        match self.current {
+            Some((last, _, _)) if last == done => None,
+            Some((last, since, seen_start)) => {
+                self.current = Some((done, now, true));
+                (seen_start && done == last + 1).then(|| now.duration_since(since))
+            }
+            None => {
+                self.current = Some((done, now, false));
+                None
             }
         }
     }
@@ -1173,4 +1214,25 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
     }
     ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn only_steps_seen_from_start_to_end_are_timed() {
+        let mut clock = StepClock::default();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // The first report may land mid-step: that step is not timed.
+        assert_eq!(clock.saw(1, at(0)), None);
+        assert_eq!(clock.saw(1, at(100)), None);
+        assert_eq!(clock.saw(2, at(500)), None);
+        assert_eq!(clock.saw(3, at(1500)), Some(Duration::from_millis(1000)));
+        // Two steps ended between reports: neither can be told apart.
+        assert_eq!(clock.saw(5, at(2000)), None);
+        assert_eq!(clock.saw(6, at(2600)), Some(Duration::from_millis(600)));
+    }
 }

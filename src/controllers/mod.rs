@@ -17,6 +17,7 @@ use std::time::Duration;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::docker::{ContainerRuntime, DockerError};
+use crate::metrics::Metrics;
 use backoff::Backoff;
 
 /// Settings of the controllers that come from the manager's flags.
@@ -34,6 +35,10 @@ pub struct Settings {
     pub docker_machine_concurrency: u16,
     /// How node containers are run (privileged or relaxed, proxy variables).
     pub node_options: crate::docker::node::NodeOptions,
+    /// Every object is reconciled again at least this often (`--sync-period`).
+    pub sync_period: Duration,
+    /// The rate limit of clients for workload clusters.
+    pub workload_rate_limit: crate::client::RateLimit,
 }
 
 /// The label that assigns objects to one of several provider instances (`--watch-filter`).
@@ -80,14 +85,21 @@ pub struct Context {
     pub settings: Settings,
     /// Per-object backoff of failing reconciles.
     pub backoff: Backoff,
+    /// The manager's metrics.
+    pub metrics: Metrics,
     reconciles: Mutex<HashMap<String, u64>>,
     /// Per cluster: held while its load balancer's configuration is rewritten.
     load_balancer_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
-    /// A context for `kube` and `runtime`.
-    pub fn new(kube: kube::Client, runtime: Arc<dyn ContainerRuntime>, settings: Settings) -> Self {
+    /// A context for `kube` and `runtime`, recording into `metrics`.
+    pub fn new(
+        kube: kube::Client,
+        runtime: Arc<dyn ContainerRuntime>,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
         let reporter = Reporter {
             controller: "capd-rs".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -98,6 +110,7 @@ impl Context {
             runtime,
             settings,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            metrics,
             reconciles: Mutex::default(),
             load_balancer_locks: Mutex::default(),
         }
@@ -146,12 +159,24 @@ impl Context {
     }
 }
 
-/// Runs every controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Runs every controller until `shutdown` resolves; `synced` is called once all of them have
+/// filled their caches.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    synced: impl FnOnce() + Send + 'static,
+) {
     use futures::FutureExt;
     let shutdown = shutdown.shared();
+    let (clusters_synced, clusters_ready) = tokio::sync::oneshot::channel();
+    let (machines_synced, machines_ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let (Ok(()), Ok(())) = futures::join!(clusters_ready, machines_ready) {
+            synced();
+        }
+    });
     futures::join!(
-        docker_cluster::run(ctx.clone(), shutdown.clone()),
-        docker_machine::run(ctx, shutdown),
+        docker_cluster::run(ctx.clone(), shutdown.clone(), clusters_synced),
+        docker_machine::run(ctx, shutdown, machines_synced),
     );
 }

@@ -1,30 +1,29 @@
 //! What the reconcilers share: owner lookups, pause, the acted-on predicate, status writes as
 //! merge patches, finalizer removal, events, and wake-ups from Docker's container events.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::channel::mpsc;
-use kube::runtime::reflector::ObjectRef;
-
+use futures::{Stream, StreamExt};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Error as ControllerError};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tracing::warn;
-
-use futures::Stream;
-use kube::runtime::reflector::Store;
-use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use tracing::{Instrument, warn};
 
 use super::{Context, Error};
 use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
 use crate::docker::Removal;
 use crate::docker::labels::{self, Owner};
+use crate::metrics::{ControllerMetrics, ReconcileResult};
 
 /// The name of the owner of `kind` in group `cluster.x-k8s.io` (controller or not).
 pub fn capi_owner(obj: &impl Resource, kind: &str) -> Option<String> {
@@ -106,21 +105,126 @@ where
     (reader, stream)
 }
 
-/// Records a finished reconcile of `obj` (a `kind`): counted, or forgotten once it is deleted.
-pub fn record_reconcile<K: Resource, T, E>(
+/// `namespace/name` of an object reference: the key of the work queue's metrics.
+pub fn queue_key<K: Resource>(object: &ObjectRef<K>) -> String {
+    format!(
+        "{}/{}",
+        object.namespace.as_deref().unwrap_or_default(),
+        object.name
+    )
+}
+
+/// `mapper` (from a watched object to the objects it triggers), with each object it triggers
+/// counted as queued.
+pub fn queued<A, K, I>(
+    metrics: ControllerMetrics,
+    mapper: impl Fn(A) -> I + Send + Sync + 'static,
+) -> impl Fn(A) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource,
+    I: IntoIterator<Item = ObjectRef<K>>,
+{
+    move |object| {
+        let triggered: Vec<ObjectRef<K>> = mapper(object).into_iter().collect();
+        for object in &triggered {
+            metrics.enqueued(&queue_key(object));
+        }
+        triggered
+    }
+}
+
+/// The primary objects' `stream`, with each object it delivers counted as queued.
+pub fn queued_stream<K: Resource, E>(
+    metrics: ControllerMetrics,
+    stream: impl Stream<Item = Result<K, E>> + Send,
+) -> impl Stream<Item = Result<K, E>> + Send {
+    stream.inspect(move |item| {
+        if let Ok(object) = item {
+            let meta = object.meta();
+            let namespace = meta.namespace.as_deref().unwrap_or_default();
+            let name = meta.name.as_deref().unwrap_or_default();
+            metrics.enqueued(&format!("{namespace}/{name}"));
+        }
+    })
+}
+
+/// The reconcile-everything trigger `all`, with every object in `store` counted as queued on
+/// each of its ticks.
+pub fn queued_all<K>(
+    metrics: ControllerMetrics,
+    store: Store<K>,
+    all: impl Stream<Item = ()> + Send,
+) -> impl Stream<Item = ()> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    all.inspect(move |()| {
+        for object in store.state() {
+            metrics.enqueued(&queue_key(&ObjectRef::from_obj(object.as_ref())));
+        }
+    })
+}
+
+/// Sends `synced` once `store` has been filled by its watch's first list.
+pub async fn signal_synced<K>(store: Store<K>, synced: tokio::sync::oneshot::Sender<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if store.wait_until_ready().await.is_ok() {
+        let _ = synced.send(());
+    }
+}
+
+/// Runs one reconcile of `obj` (a `kind`) as every controller runs it: in its span, timed and
+/// counted with controller-runtime's metrics, and recorded for the per-object counts. A
+/// reconcile that waits for a change is looked at again after the sync period anyway, as
+/// controller-runtime's resync does.
+pub async fn reconcile_instrumented<K: Resource>(
     ctx: &Context,
-    kind: &str,
+    metrics: &ControllerMetrics,
+    kind: &'static str,
     obj: &K,
-    result: &Result<T, E>,
-) {
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
     let (namespace, name) = (
         obj.meta().namespace.clone().unwrap_or_default(),
         obj.meta().name.clone().unwrap_or_default(),
     );
+    let timer = metrics.started(&format!("{namespace}/{name}"));
+    let span = tracing::info_span!("reconcile", controller = %kind.to_lowercase(), controllerKind = kind, namespace = %namespace, name = %name);
+    let result = reconcile.instrument(span).await;
     if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
         ctx.forget(kind, &namespace, &name);
     } else {
         ctx.count_reconcile(kind, &namespace, &name);
+    }
+    timer.finish(match &result {
+        Err(_) => ReconcileResult::Error,
+        Ok(action) if *action == Action::await_change() => ReconcileResult::Success,
+        Ok(_) => ReconcileResult::RequeueAfter,
+    });
+    result.map(|action| {
+        if action == Action::await_change() {
+            Action::requeue(ctx.settings.sync_period)
+        } else {
+            action
+        }
+    })
+}
+
+/// Logs a failed reconcile that the controller reports (not the object's own failure, which
+/// `error_policy` logs); an object gone from the cache only leaves the queue.
+pub fn report_run_error<K>(
+    metrics: &ControllerMetrics,
+    kind: &str,
+    result: Result<(ObjectRef<K>, Action), ControllerError<Error, watcher::Error>>,
+) where
+    K: Resource,
+{
+    match result {
+        Ok(_) => {}
+        Err(ControllerError::ObjectNotFound(object)) => metrics.forget(&queue_key(&object)),
+        Err(e) => warn!(error = %e, kind, "reconcile failed"),
     }
 }
 

@@ -13,6 +13,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
 use crate::api::common::{MachineAddress, MachineAddressType};
+use crate::client::RateLimit;
 
 /// The taint a kubelet started with `--cloud-provider=external` puts on its Node until a cloud
 /// provider initializes it.
@@ -20,13 +21,22 @@ pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitia
 
 /// Clients for workload clusters, built from each Cluster's `<cluster>-kubeconfig` Secret (key
 /// `value`, as core Cluster API writes it) and rebuilt when the Secret changes.
-#[derive(Default)]
 pub struct WorkloadClients {
     /// Per `namespace/cluster`: the Secret's resourceVersion and the client built from it.
     clients: Mutex<HashMap<String, (String, kube::Client)>>,
+    /// Each client's rate limit (`--clustercache-client-qps` / `-burst`).
+    limit: RateLimit,
 }
 
 impl WorkloadClients {
+    /// No clients yet; each one made will be limited to `limit`.
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            clients: Mutex::default(),
+            limit,
+        }
+    }
+
     /// The client for workload cluster `cluster` in `namespace`, or `None` while core Cluster
     /// API has not written its kubeconfig Secret.
     pub async fn get(
@@ -61,7 +71,7 @@ impl WorkloadClients {
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("Secret {name}: unusable kubeconfig: {e}"))?;
-        let client = kube::Client::try_from(config)
+        let client = crate::client::build(config, self.limit)
             .map_err(|e| format!("Secret {name}: cannot build a client: {e}"))?;
         self.lock().insert(key, (version, client.clone()));
         Ok(Some(client))

@@ -118,3 +118,22 @@ pub async fn serve(
     follower.abort();
     Ok(result?)
 }
+
+/// `router` with each admission request counted and timed by webhook path and HTTP status
+/// (controller-runtime's `controller_runtime_webhook_*` metrics).
+pub fn metered(router: Router, metrics: crate::metrics::Metrics) -> Router {
+    router.route_layer(axum::middleware::from_fn_with_state(metrics, record))
+}
+
+async fn record(
+    axum::extract::State(metrics): axum::extract::State<crate::metrics::Metrics>,
+    path: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let _in_flight = metrics.webhook_in_flight(path.as_str());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics.webhook_request(path.as_str(), response.status().as_u16(), started.elapsed());
+    response
+}

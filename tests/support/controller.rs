@@ -58,6 +58,11 @@ impl RunningControllers {
                 lib_modules: false,
                 proxy_env: Vec::new(),
             },
+            sync_period: std::time::Duration::from_secs(600),
+            workload_rate_limit: capd::client::RateLimit {
+                qps: 20.0,
+                burst: 30,
+            },
         }
     }
 
@@ -67,11 +72,13 @@ impl RunningControllers {
         runtime: Arc<dyn ContainerRuntime>,
         settings: Settings,
     ) -> Self {
-        let ctx = Arc::new(Context::new(test.kube.clone(), runtime, settings));
+        let (metrics, _) = capd::metrics::Metrics::new();
+        let ctx = Arc::new(Context::new(test.kube.clone(), runtime, settings, metrics));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(controllers::run(ctx.clone(), async move {
+        let stopping = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(controllers::run(ctx.clone(), stopping, || {}));
         Self {
             ctx,
             stop: Some(stop),
