@@ -73,9 +73,20 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     dockercluster_concurrency: u16,
 
-    /// Log format: text or json. The log level comes from RUST_LOG (default info).
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    /// Log format, as component-base's --logging-format: text or json (component-base's JSON
+    /// lines). --log-format is accepted too.
+    #[arg(
+        long = "logging-format",
+        alias = "log-format",
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
     log_format: String,
+
+    /// Log verbosity, as component-base's -v/--v: 0-3 info, 4 debug, 5 and above trace (for this
+    /// provider and kube; other crates log warnings). RUST_LOG, when set, overrides it.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    v: u32,
 }
 
 #[tokio::main]
@@ -84,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    init_tracing(&args.log_format);
+    capd::telemetry::init(args.log_format.parse()?, args.v)?;
 
     let kube = kube::Client::try_default().await.context(
         "connecting to the Kubernetes API (in-cluster config, KUBECONFIG or ~/.kube/config)",
@@ -173,17 +184,6 @@ fn proxy_env() -> Vec<String> {
 /// Parses an interval such as "10s" or "1m" (Go duration syntax, greater than zero).
 fn parse_interval(text: &str) -> Result<Duration, String> {
     capd::formats::positive_duration(text)
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl+C.
