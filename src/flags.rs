@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::features::Features;
 use crate::formats;
+use crate::telemetry::LogFormat;
 
 const LEADER_ELECTION: &str = "Leader election";
 const CONTROLLERS: &str = "Controllers";
@@ -178,10 +179,11 @@ pub struct Flags {
     /// Number for the log level verbosity: 0-3 logs info and above, 4 debug, 5 and more trace.
     /// RUST_LOG, when set, overrides it.
     #[arg(short = 'v', long = "v", help_heading = LOGGING, default_value_t = 2)]
-    pub verbosity: u16,
+    pub verbosity: u32,
 
     /// Sets the log format. Permitted formats: "json", "text".
-    #[arg(long, help_heading = LOGGING, alias = "log-format", value_enum, default_value = "text")]
+    #[arg(long, help_heading = LOGGING, alias = "log-format", default_value = "text",
+          value_parser = log_format)]
     pub logging_format: LogFormat,
 
     /// Comma-separated list of pattern=N settings for file-filtered logging (Go source files).
@@ -262,15 +264,6 @@ pub struct Flags {
     /// CleanupManagedFields. No effect: capd-rs has no CRD migrator (only v1beta2 is served).
     #[arg(long, help_heading = NO_EFFECT, value_delimiter = ',', num_args = 1)]
     pub skip_crd_migration_phases: Vec<String>,
-}
-
-/// The log line formats of component-base's `--logging-format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event.
-    Text,
-    /// One JSON object per line, with component-base's field names.
-    Json,
 }
 
 /// The flags and what the manager should say about them.
@@ -393,6 +386,10 @@ pub fn go_bool(text: &str) -> Result<bool, String> {
             "invalid boolean {other:?} (use true or false, or 1, t, T, TRUE, True, 0, f, F, FALSE, False)"
         )),
     }
+}
+
+fn log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse().map_err(|e: crate::telemetry::TelemetryError| e.to_string())
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

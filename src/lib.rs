@@ -14,4 +14,5 @@ pub mod formats;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod telemetry;
 pub mod webhooks;

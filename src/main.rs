@@ -38,7 +38,10 @@ async fn main() -> ExitCode {
         eprintln!("a rustls crypto provider was already installed");
         return ExitCode::FAILURE;
     }
-    capd::telemetry::init(flags.verbosity, flags.logging_format);
+    if let Err(e) = capd::telemetry::init(flags.logging_format, flags.verbosity) {
+        eprintln!("cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
     if !no_effect.is_empty() {
         info!(flags = %no_effect.join(" "), "these CAPD flags are accepted and have no effect in capd-rs");
     }

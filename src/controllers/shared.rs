@@ -191,7 +191,7 @@ pub async fn reconcile_instrumented<K: Resource>(
         obj.meta().name.clone().unwrap_or_default(),
     );
     let timer = metrics.started(&format!("{namespace}/{name}"));
-    let span = tracing::info_span!("reconcile", controller = %kind.to_lowercase(), controllerKind = kind, namespace = %namespace, name = %name);
+    let span = crate::telemetry::reconcile_span(kind, &namespace, &name);
     let result = reconcile.instrument(span).await;
     if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
         ctx.forget(kind, &namespace, &name);

@@ -66,7 +66,8 @@ impl WorkloadClients {
             .and_then(|d| d.get("value"))
             .ok_or_else(|| format!("Secret {name} has no key \"value\""))?;
         let kubeconfig = Kubeconfig::from_yaml(&String::from_utf8_lossy(&value.0))
-            .map_err(|e| format!("Secret {name}: not a kubeconfig: {e}"))?;
+            // The parser's message quotes the text around the fault, which holds credentials.
+            .map_err(|_| format!("Secret {name}: key \"value\" is not a valid kubeconfig (its text is not shown: it holds credentials)"))?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
