@@ -90,7 +90,12 @@ mod tests {
         assert!(on.cluster_topology);
         let off: Features = "ClusterTopology=false".parse().unwrap();
         assert!(!off.cluster_topology);
-        assert!("ClusterTopology=T".parse::<Features>().unwrap().cluster_topology);
+        assert!(
+            "ClusterTopology=T"
+                .parse::<Features>()
+                .unwrap()
+                .cluster_topology
+        );
         assert_eq!(
             "Bogus=true".parse::<Features>(),
             Err("unrecognized feature gate: Bogus".into())
@@ -113,9 +118,14 @@ mod tests {
     fn repeated_values_merge_and_named_gates_win_over_all_alpha() {
         let merged = Features::from_values(&["ClusterTopology=true", "MachinePool=false"]).unwrap();
         assert!(merged.cluster_topology);
-        let later = Features::from_values(&["ClusterTopology=true", "ClusterTopology=false"]).unwrap();
+        let later =
+            Features::from_values(&["ClusterTopology=true", "ClusterTopology=false"]).unwrap();
         assert!(!later.cluster_topology);
-        assert!(Features::from_values(&["AllAlpha=true"]).unwrap().cluster_topology);
+        assert!(
+            Features::from_values(&["AllAlpha=true"])
+                .unwrap()
+                .cluster_topology
+        );
         let named = Features::from_values(&["AllAlpha=true,ClusterTopology=false"]).unwrap();
         assert!(!named.cluster_topology);
         assert_eq!(check("AllBeta=true"), Ok("AllBeta=true".into()));

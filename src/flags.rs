@@ -389,7 +389,8 @@ pub fn go_bool(text: &str) -> Result<bool, String> {
 }
 
 fn log_format(text: &str) -> Result<LogFormat, String> {
-    text.parse().map_err(|e: crate::telemetry::TelemetryError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::telemetry::TelemetryError| e.to_string())
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -520,8 +521,13 @@ mod tests {
         .unwrap()
         .flags;
         assert!(flags.features().cluster_topology);
-        let error = parse(&["--feature-gates=Bogus=true"]).unwrap_err().to_string();
-        assert!(error.contains("unrecognized feature gate: Bogus"), "{error}");
+        let error = parse(&["--feature-gates=Bogus=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unrecognized feature gate: Bogus"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -582,7 +588,9 @@ mod tests {
             .map(|(name, text)| {
                 let default = text.rfind("(default ").map(|at| {
                     let value = &text[at + "(default ".len()..];
-                    value[..value.rfind(')').unwrap_or(value.len())].trim_matches('"').to_owned()
+                    value[..value.rfind(')').unwrap_or(value.len())]
+                        .trim_matches('"')
+                        .to_owned()
                 });
                 (name, default)
             })
@@ -594,7 +602,10 @@ mod tests {
         if capd == ours {
             return true;
         }
-        if let (Ok(a), Ok(b)) = (formats::parse_go_duration(capd), formats::parse_go_duration(ours)) {
+        if let (Ok(a), Ok(b)) = (
+            formats::parse_go_duration(capd),
+            formats::parse_go_duration(ours),
+        ) {
             return a == b;
         }
         matches!((capd.parse::<f64>(), ours.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
@@ -631,7 +642,14 @@ mod tests {
         }
         let fixture = include_str!("../tests/fixtures/capd/manager-deployment-args.yaml");
         let deployment: Deployment = serde_saphyr::from_str(fixture).unwrap();
-        let parsed = parse(&deployment.args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let parsed = parse(
+            &deployment
+                .args
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         let flags = parsed.flags;
         assert!(flags.leader_elect);
         assert_eq!(flags.diagnostics_address, ":8443");

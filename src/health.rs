@@ -57,29 +57,41 @@ pub struct Checks {
     pub readyz: Vec<Check>,
 }
 
-/// The answer to a probe of all of `checks` (`kind` is "healthz" or "readyz"): 200 `ok` when
-/// they pass, 500 listing each check when one fails; `verbose` lists them in any case, and the
-/// checks named in `exclude` are skipped.
-fn answer(kind: &str, checks: &[Check], verbose: bool, exclude: &[&str]) -> (StatusCode, String) {
+/// The answer to a probe of all of `checks`, as controller-runtime's handler gives it (for
+/// `/readyz` too it says "healthz"): 200 `ok` when they pass, 500 listing each check (by name)
+/// when one fails; `verbose` lists them in any case, and the checks named in `exclude` are
+/// skipped.
+fn answer(checks: &[Check], verbose: bool, exclude: &[&str]) -> (StatusCode, String) {
+    let mut checks: Vec<&Check> = checks.iter().collect();
+    checks.sort_by_key(|c| c.name);
     let mut body = String::new();
     let mut failed = false;
-    for check in checks.iter().filter(|c| !exclude.contains(&c.name)) {
-        match check.status() {
-            Ok(()) => body.push_str(&format!("[+]{} ok\n", check.name)),
-            Err(_) => {
-                failed = true;
-                body.push_str(&format!("[-]{} failed: reason withheld\n", check.name));
-            }
+    for check in &checks {
+        if exclude.contains(&check.name) {
+            body.push_str(&format!("[+]{} excluded: ok\n", check.name));
+        } else if check.status().is_ok() {
+            body.push_str(&format!("[+]{} ok\n", check.name));
+        } else {
+            failed = true;
+            body.push_str(&format!("[-]{} failed: reason withheld\n", check.name));
         }
     }
-    for name in exclude {
-        body.push_str(&format!("[+]{name} excluded: ok\n"));
+    let unknown: Vec<String> = exclude
+        .iter()
+        .filter(|name| !checks.iter().any(|c| c.name == **name))
+        .map(|name| format!("{name:?}"))
+        .collect();
+    if !unknown.is_empty() {
+        body.push_str(&format!(
+            "warn: some health checks cannot be excluded: no matches for {}\n",
+            unknown.join(", ")
+        ));
     }
     if failed {
-        body.push_str(&format!("{kind} check failed\n"));
+        body.push_str("healthz check failed\n");
         (StatusCode::INTERNAL_SERVER_ERROR, body)
     } else if verbose {
-        body.push_str(&format!("{kind} check passed\n"));
+        body.push_str("healthz check passed\n");
         (StatusCode::OK, body)
     } else {
         (StatusCode::OK, "ok".into())
@@ -138,7 +150,7 @@ pub fn router(checks: Checks) -> Router {
             get(
                 |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
                     let (verbose, exclude) = options(q.as_deref());
-                    text(answer("healthz", &c.healthz, verbose, &exclude))
+                    text(answer(&c.healthz, verbose, &exclude))
                 },
             ),
         )
@@ -147,7 +159,7 @@ pub fn router(checks: Checks) -> Router {
             get(
                 |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
                     let (verbose, exclude) = options(q.as_deref());
-                    text(answer("readyz", &c.readyz, verbose, &exclude))
+                    text(answer(&c.readyz, verbose, &exclude))
                 },
             ),
         )
@@ -192,15 +204,12 @@ mod tests {
         let webhook = Check::failing("webhook", "not serving yet");
         webhook.pass();
         let checks = [webhook];
+        assert_eq!(answer(&checks, false, &[]), (StatusCode::OK, "ok".into()));
         assert_eq!(
-            answer("readyz", &checks, false, &[]),
-            (StatusCode::OK, "ok".into())
-        );
-        assert_eq!(
-            answer("readyz", &checks, true, &[]),
+            answer(&checks, true, &[]),
             (
                 StatusCode::OK,
-                "[+]webhook ok\nreadyz check passed\n".into()
+                "[+]webhook ok\nhealthz check passed\n".into()
             )
         );
     }
@@ -211,15 +220,19 @@ mod tests {
         webhook.pass();
         let controllers = Check::failing("controllers", "caches not synced");
         let checks = [webhook, controllers.clone()];
-        let (status, body) = answer("readyz", &checks, false, &[]);
+        let (status, body) = answer(&checks, false, &[]);
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             body,
-            "[+]webhook ok\n[-]controllers failed: reason withheld\nreadyz check failed\n"
+            "[-]controllers failed: reason withheld\n[+]webhook ok\nhealthz check failed\n"
         );
         assert_eq!(
-            answer("readyz", &checks, false, &["controllers"]).0,
-            StatusCode::OK
+            answer(&checks, true, &["controllers", "nope"]),
+            (
+                StatusCode::OK,
+                "[+]controllers excluded: ok\n[+]webhook ok\nwarn: some health checks cannot be excluded: no matches for \"nope\"\nhealthz check passed\n"
+                    .into()
+            )
         );
         assert_eq!(
             answer_one(&checks, "controllers"),

@@ -40,6 +40,26 @@ pub struct Config {
     pub retry_period: Duration,
 }
 
+impl Config {
+    /// Checks the timings as client-go does: the Lease must outlast the renew deadline, which
+    /// must leave room for more than one retry.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration <= self.renew_deadline {
+            return Err(format!(
+                "--leader-elect-lease-duration ({:?}) must be greater than --leader-elect-renew-deadline ({:?})",
+                self.lease_duration, self.renew_deadline
+            ));
+        }
+        if self.renew_deadline <= self.retry_period.mul_f64(1.2) {
+            return Err(format!(
+                "--leader-elect-renew-deadline ({:?}) must be greater than 1.2 x --leader-elect-retry-period ({:?})",
+                self.renew_deadline, self.retry_period
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The holder could not renew the Lease within the renew deadline: it is no longer the leader.
 #[derive(Debug, thiserror::Error)]
 #[error("leader election lost: the lease {namespace}/{name} was not renewed within {deadline:?}")]
@@ -400,6 +420,31 @@ mod tests {
         assert_eq!(renewed.acquire_time, mine.acquire_time);
         assert_eq!(renewed.transitions, 3);
         assert_eq!(renewed.renew_time, Some(wall));
+    }
+
+    #[test]
+    fn timings_are_checked_as_client_go_checks_them() {
+        let config = |lease, renew, retry| Config {
+            namespace: "ns".into(),
+            name: LEASE_NAME.into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(lease),
+            renew_deadline: Duration::from_secs(renew),
+            retry_period: Duration::from_secs(retry),
+        };
+        assert_eq!(config(15, 10, 2).validate(), Ok(()));
+        assert!(
+            config(10, 10, 2)
+                .validate()
+                .unwrap_err()
+                .contains("--leader-elect-lease-duration")
+        );
+        assert!(
+            config(15, 2, 2)
+                .validate()
+                .unwrap_err()
+                .contains("1.2 x --leader-elect-retry-period")
+        );
     }
 
     #[test]

@@ -128,7 +128,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             }
         };
         info!(address = %flags.diagnostics_address, secure = !flags.insecure_diagnostics, "serving metrics");
-        tokio::spawn(diagnostics::serve(listener, Arc::new(registry), security, servers_stop()));
+        tokio::spawn(diagnostics::serve(
+            listener,
+            Arc::new(registry),
+            security,
+            servers_stop(),
+        ));
     }
     let cert = CertFiles::in_dir(
         &flags.webhook_cert_dir,
@@ -165,7 +170,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
     };
     let runtime = Arc::new(Metered::new(Arc::new(engine), metrics.clone()));
-    let ctx = Arc::new(controllers::Context::new(kube.clone(), runtime, settings, metrics));
+    let ctx = Arc::new(controllers::Context::new(
+        kube.clone(),
+        runtime,
+        settings,
+        metrics,
+    ));
     let elector = flags.leader_elect.then(|| {
         let namespace = std::env::var("POD_NAMESPACE")
             .ok()
@@ -185,7 +195,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     });
 
     let terminated = terminated().shared();
-    let lead = lead(ctx, elector, caches, terminated.clone(), flags.graceful_shutdown_timeout);
+    let lead = lead(
+        ctx,
+        elector,
+        caches,
+        terminated.clone(),
+        flags.graceful_shutdown_timeout,
+    );
     tokio::select! {
         result = &mut webhooks => {
             return result.context("webhook server task")?.context("webhook server stopped");

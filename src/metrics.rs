@@ -19,12 +19,15 @@ const RECONCILE_BUCKETS: &[f64] = &[
     1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
     25.0, 30.0, 40.0, 50.0, 60.0,
 ];
-/// Prometheus's default buckets (controller-runtime's webhook latency uses them).
+/// Prometheus's default buckets, for Docker operations.
 const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// client-go's workqueue buckets (1 ns to 10 s by powers of ten).
-const QUEUE_BUCKETS: &[f64] = &[1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0];
+/// controller-runtime's buckets for the work queue's and the webhooks' latencies
+/// (`ExponentialBuckets(10e-9, 10, 12)`: 10 ns to 1000 s by powers of ten).
+const EXPONENTIAL_BUCKETS: &[f64] = &[
+    1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0,
+];
 /// Bootstrap steps run from milliseconds (a file write) to minutes (`kubeadm init`).
 const STEP_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -56,6 +59,11 @@ struct WebhookLabel {
 struct WebhookCodeLabels {
     webhook: String,
     code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    name: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +102,7 @@ pub struct Metrics {
     docker_requests: Family<OperationResultLabels, Counter>,
     docker_duration: HistogramFamily<OperationLabel>,
     bootstrap_steps: Histogram,
+    leader: Family<LeaseLabel, Gauge>,
 }
 
 impl Metrics {
@@ -107,13 +116,14 @@ impl Metrics {
             active_workers: Family::default(),
             queue_depth: Family::default(),
             queue_adds: Family::default(),
-            queue_duration: histograms(|| Histogram::new(QUEUE_BUCKETS.iter().copied())),
+            queue_duration: histograms(|| Histogram::new(EXPONENTIAL_BUCKETS.iter().copied())),
             webhook_requests: Family::default(),
             webhook_in_flight: Family::default(),
-            webhook_latency: histograms(|| Histogram::new(DEFAULT_BUCKETS.iter().copied())),
+            webhook_latency: histograms(|| Histogram::new(EXPONENTIAL_BUCKETS.iter().copied())),
             docker_requests: Family::default(),
             docker_duration: histograms(|| Histogram::new(DEFAULT_BUCKETS.iter().copied())),
             bootstrap_steps: Histogram::new(STEP_BUCKETS.iter().copied()),
+            leader: Family::default(),
         };
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -178,6 +188,11 @@ impl Metrics {
             self.webhook_latency.clone(),
         );
         r.register(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease. Please make sure to group by name.",
+            self.leader.clone(),
+        );
+        r.register(
             "capd_rs_docker_requests",
             "Docker engine operations by operation and result (success or error)",
             self.docker_requests.clone(),
@@ -195,11 +210,22 @@ impl Metrics {
     }
 
     /// The metrics of controller `name` (controller-runtime's name: the kind in lower case),
-    /// which runs at most `concurrency` reconciles at once.
+    /// which runs at most `concurrency` reconciles at once; its series start at zero, as
+    /// controller-runtime's do.
     pub fn controller(&self, name: &'static str, concurrency: u16) -> ControllerMetrics {
+        let label = ControllerLabel { controller: name };
         self.max_concurrent
-            .get_or_create(&ControllerLabel { controller: name })
+            .get_or_create(&label)
             .set(i64::from(concurrency));
+        // Created at zero: a series appears before its first change.
+        let _ = self.active_workers.get_or_create(&label);
+        let _ = self.reconcile_errors.get_or_create(&label);
+        for result in ["success", "error", "requeue", "requeue_after"] {
+            let _ = self.reconcile_total.get_or_create(&ResultLabels {
+                controller: name,
+                result,
+            });
+        }
         ControllerMetrics {
             name,
             metrics: self.clone(),
@@ -243,6 +269,13 @@ impl Metrics {
                 .get_or_create(&OperationLabel { operation })
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Records whether this replica holds the leader Lease `lease`.
+    pub fn leading(&self, lease: &'static str, leading: bool) {
+        self.leader
+            .get_or_create(&LeaseLabel { name: lease })
+            .set(i64::from(leading));
     }
 
     /// Records a bootstrap step that ran for `elapsed`.
@@ -448,8 +481,11 @@ mod tests {
             out.contains("controller_runtime_active_workers{controller=\"dockercluster\"} 0"),
             "{out}"
         );
+        // Not finished, so not counted: the series stay at their initial zero.
         assert!(
-            !out.contains("controller_runtime_reconcile_total{"),
+            out.lines()
+                .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
+                .all(|l| l.ends_with(" 0")),
             "{out}"
         );
         controller.enqueued("ns/gone");

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use tokio::sync::oneshot;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -18,6 +17,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::conditions::{self, Status, names};
@@ -79,22 +79,25 @@ pub async fn run(
         shutdown.clone(),
     ));
     let (queued, store) = (metrics.clone(), reader.clone());
-    Controller::for_stream(shared::queued_stream(metrics.clone(), docker_clusters), reader)
-        .watches(
-            clusters,
-            ctx.settings.watcher_config(),
-            shared::queued(metrics.clone(), cluster_to_docker_cluster),
-        )
-        .reconcile_all_on(shared::queued_all(metrics.clone(), store, all))
-        .reconcile_on(woken.inspect(move |o| queued.enqueued(&shared::queue_key(o))))
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, reconciler)
-        .for_each(|result| {
-            shared::report_run_error(&metrics, KIND, result);
-            futures::future::ready(())
-        })
-        .await;
+    Controller::for_stream(
+        shared::queued_stream(metrics.clone(), docker_clusters),
+        reader,
+    )
+    .watches(
+        clusters,
+        ctx.settings.watcher_config(),
+        shared::queued(metrics.clone(), cluster_to_docker_cluster),
+    )
+    .reconcile_all_on(shared::queued_all(metrics.clone(), store, all))
+    .reconcile_on(woken.inspect(move |o| queued.enqueued(&shared::queue_key(o))))
+    .with_config(config)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, reconciler)
+    .for_each(|result| {
+        shared::report_run_error(&metrics, KIND, result);
+        futures::future::ready(())
+    })
+    .await;
 }
 
 /// A Cluster maps to the DockerCluster its `spec.infrastructureRef` names.
