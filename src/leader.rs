@@ -14,6 +14,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
@@ -168,6 +169,23 @@ impl Elector {
             config,
             lease: None,
             observed: None,
+        }
+    }
+
+    /// This candidate's identity.
+    pub fn identity(&self) -> &str {
+        &self.config.identity
+    }
+
+    /// A reference to the Lease, for events about it.
+    pub fn lease_reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".into()),
+            kind: Some("Lease".into()),
+            name: Some(self.config.name.clone()),
+            namespace: Some(self.config.namespace.clone()),
+            uid: self.lease.as_ref().and_then(|l| l.metadata.uid.clone()),
+            ..ObjectReference::default()
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt;
 use futures::future::Shared;
+use kube::runtime::events::{Event, EventType};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -95,12 +96,21 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .context("reading the apiserver version")?;
     info!(version = %version.git_version, "connected to the Kubernetes API");
+    let (metrics, registry) = Metrics::new();
+    let elector = match flags.leader_elect {
+        true => {
+            let config = leader_config(&flags, &kube);
+            config.validate().map_err(anyhow::Error::msg)?;
+            metrics.leading(leader::LEASE_NAME, false);
+            Some(Elector::new(kube.clone(), config))
+        }
+        false => None,
+    };
     let engine = Engine::connect()
         .await
         .context("reaching the Docker engine (DOCKER_HOST)")?;
     info!(api_version = %engine.api_version(), network = %flags.docker_network, "connected to the Docker engine");
 
-    let (metrics, registry) = Metrics::new();
     let webhook = Check::failing("webhook", "the webhook server is not serving yet");
     let caches = Check::failing("controllers", "the controllers' caches are not synced yet");
     let checks = Checks {
@@ -176,23 +186,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         settings,
         metrics,
     ));
-    let elector = flags.leader_elect.then(|| {
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| kube.default_namespace().to_owned());
-        Elector::new(
-            kube.clone(),
-            leader::Config {
-                namespace,
-                name: leader::LEASE_NAME.into(),
-                identity: leader::identity(),
-                lease_duration: flags.leader_elect_lease_duration,
-                renew_deadline: flags.leader_elect_renew_deadline,
-                retry_period: flags.leader_elect_retry_period,
-            },
-        )
-    });
 
     let terminated = terminated().shared();
     let lead = lead(
@@ -223,6 +216,23 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Lease this replica competes for: CAPD's name, in `$POD_NAMESPACE` (CAPD's Deployment
+/// sets it), else the client's namespace (in-cluster, or the kubeconfig context's).
+fn leader_config(flags: &Flags, kube: &kube::Client) -> leader::Config {
+    let namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| kube.default_namespace().to_owned());
+    leader::Config {
+        namespace,
+        name: leader::LEASE_NAME.into(),
+        identity: leader::identity(),
+        lease_duration: flags.leader_elect_lease_duration,
+        renew_deadline: flags.leader_elect_renew_deadline,
+        retry_period: flags.leader_elect_retry_period,
+    }
+}
+
 /// Runs the controllers, when this replica leads (or without `elector`, at once), until
 /// `terminated`: then lets running reconciles finish for at most `grace` and releases the
 /// lease. Returns early with [`LeaseLost`] when the lease cannot be renewed.
@@ -242,6 +252,21 @@ async fn lead(
             () = terminated.clone() => return Ok(()),
         }
         caches.fail("leading: the controllers' caches are not synced yet");
+        ctx.metrics.leading(leader::LEASE_NAME, true);
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "LeaderElection".into(),
+            note: Some(format!("{} became leader", elector.identity())),
+            action: "Lead".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx
+            .recorder
+            .publish(&event, &elector.lease_reference())
+            .await
+        {
+            warn!(error = %e, "cannot publish the leader election event");
+        }
     }
     let synced = caches.clone();
     let controllers = controllers::run(ctx, terminated.clone(), move || synced.pass());
