@@ -77,6 +77,7 @@ async fn main() {
     tokio::spawn(capd::webhooks::serve(
         listener,
         files,
+        capd::tls::TlsOptions::default(),
         Duration::from_secs(10),
         Features::default(),
         std::future::pending(),

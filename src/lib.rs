@@ -9,4 +9,5 @@ pub mod controllers;
 pub mod docker;
 pub mod features;
 pub mod formats;
+pub mod tls;
 pub mod webhooks;

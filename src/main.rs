@@ -14,6 +14,7 @@ use capd::controllers::{self, Settings};
 use capd::docker::engine::Engine;
 use capd::docker::node::NodeOptions;
 use capd::features::Features;
+use capd::tls::{CipherSuites, TlsOptions, TlsVersion};
 use capd::webhooks::{self, tls::CertFiles};
 use clap::Parser;
 use tracing::info;
@@ -73,6 +74,23 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     dockercluster_concurrency: u16,
 
+    /// The minimum TLS version of the webhook server and the diagnostics server (the latter
+    /// unless --insecure-diagnostics). Possible values are VersionTLS10, VersionTLS11,
+    /// VersionTLS12, VersionTLS13; capd-rs serves TLS 1.2 and 1.3 only, so VersionTLS10 and
+    /// VersionTLS11 mean TLS 1.2.
+    #[arg(long, default_value = "VersionTLS12")]
+    tls_min_version: TlsVersion,
+
+    /// Comma-separated list of cipher suites (Go names) for the webhook server and the
+    /// diagnostics server. If omitted, rustls's default suites are used. TLS 1.3 suites are not
+    /// configurable. Supported values: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
+    /// TLS_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    /// TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    /// TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    /// TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256.
+    #[arg(long)]
+    tls_cipher_suites: Vec<CipherSuites>,
+
     /// Log format: text or json. The log level comes from RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -85,6 +103,10 @@ async fn main() -> anyhow::Result<()> {
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     init_tracing(&args.log_format);
+    let tls = TlsOptions::new(args.tls_min_version, args.tls_cipher_suites.clone());
+    for note in tls.notes() {
+        tracing::warn!("{note}");
+    }
 
     let kube = kube::Client::try_default().await.context(
         "connecting to the Kubernetes API (in-cluster config, KUBECONFIG or ~/.kube/config)",
@@ -112,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let mut webhooks = tokio::spawn(webhooks::serve(
         listener,
         cert,
+        tls.clone(),
         args.webhook_cert_reload_interval,
         args.feature_gates,
         async move {

@@ -26,6 +26,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::tls::TlsOptions;
 use admission::{Action, AdmissionKind, Features};
 use docker_cluster::{DockerClusterTemplateWebhook, DockerClusterWebhook};
 use docker_machine::{DockerMachineTemplateWebhook, DockerMachineWebhook};
@@ -90,16 +91,17 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves the webhooks over TLS on `listener` until `shutdown` resolves, reloading the
-/// certificate from `cert` every `reload_every`.
+/// Serves the webhooks over TLS under `tls` on `listener` until `shutdown` resolves, reloading
+/// the certificate from `cert` every `reload_every`.
 pub async fn serve(
     listener: std::net::TcpListener,
     cert: CertFiles,
+    tls: TlsOptions,
     reload_every: Duration,
     features: Features,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let cert = ReloadingCert::load(cert)?;
+    let cert = ReloadingCert::load(cert, tls)?;
     let server_config = cert.config();
     let follower = tokio::spawn(cert.follow(reload_every));
     let handle = axum_server::Handle::new();
