@@ -6,6 +6,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod controllers;
+pub mod diagnostics;
 pub mod docker;
 pub mod features;
 pub mod formats;

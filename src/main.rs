@@ -11,6 +11,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use capd::controllers::{self, Settings};
+use capd::diagnostics::{self, DiagnosticsAddress, Security, ServingCert};
 use capd::docker::engine::Engine;
 use capd::docker::node::NodeOptions;
 use capd::features::Features;
@@ -91,6 +92,18 @@ struct Args {
     #[arg(long)]
     tls_cipher_suites: Vec<CipherSuites>,
 
+    /// The address the diagnostics endpoint (metrics at /metrics) binds to, Go host:port form;
+    /// "0" disables it. Served over HTTPS with authentication (TokenReview) and authorization
+    /// (SubjectAccessReview, "get" on the non-resource URL /metrics) unless
+    /// --insecure-diagnostics.
+    #[arg(long, default_value = diagnostics::DEFAULT_ADDRESS)]
+    diagnostics_address: DiagnosticsAddress,
+
+    /// Serve diagnostics over plain HTTP without authentication or authorization.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    insecure_diagnostics: bool,
+
     /// Log format: text or json. The log level comes from RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -143,6 +156,39 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
+    let mut diagnostics = match args.diagnostics_address {
+        DiagnosticsAddress::Disabled => {
+            info!("diagnostics server disabled");
+            None
+        }
+        DiagnosticsAddress::Listen(address) => {
+            let listener = diagnostics::listen(address)
+                .with_context(|| format!("listening on diagnostics address {address}"))?;
+            let security = if args.insecure_diagnostics {
+                Security::Insecure
+            } else {
+                Security::Secure {
+                    kube: kube.clone(),
+                    tls: tls.clone(),
+                    cert: ServingCert::controller_runtime_default(),
+                }
+            };
+            info!(address = %listener.local_addr()?, secure = !args.insecure_diagnostics, "serving diagnostics");
+            let stopping = stop.subscribe();
+            // Metrics are registered here as the manager grows.
+            let registry = Arc::new(prometheus_client::registry::Registry::default());
+            Some(tokio::spawn(diagnostics::serve(
+                listener,
+                registry,
+                security,
+                async move {
+                    let mut stopping = stopping;
+                    let _ = stopping.wait_for(|s| *s).await;
+                },
+            )))
+        }
+    };
+
     let settings = Settings {
         network: args.docker_network.clone(),
         namespace: args.namespace.clone(),
@@ -165,12 +211,21 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         result = &mut webhooks => return result.context("webhook server task")?.context("webhook server stopped"),
         result = &mut controllers => return result.context("controllers task").and(Err(anyhow::anyhow!("the controllers stopped"))),
+        result = async {
+            match &mut diagnostics {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        } => return result.context("diagnostics server task")?.context("diagnostics server stopped"),
         () = shutdown_signal() => {}
     }
     info!("shutting down");
     let _ = stop.send(true);
     controllers.await.context("controllers task")?;
     webhooks.await.context("webhook server task")??;
+    if let Some(task) = diagnostics {
+        task.await.context("diagnostics server task")??;
+    }
     Ok(())
 }
 
