@@ -74,11 +74,17 @@ async fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let files = CertFiles::in_dir(dir.path(), "tls.crt", "tls.key");
+    let serve_options = capd::webhooks::ServeOptions {
+        cert: files,
+        reload_every: Duration::from_secs(10),
+        tls: capd::tls::TlsOptions::default(),
+        features: Features::default(),
+        metrics: capd::metrics::Metrics::new().0,
+    };
     tokio::spawn(capd::webhooks::serve(
         listener,
-        files,
-        Duration::from_secs(10),
-        Features::default(),
+        serve_options,
+        || {},
         std::future::pending(),
     ));
 

@@ -15,9 +15,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use crate::diagnostics::{self, DiagnosticsAddress};
 use crate::features::Features;
 use crate::formats;
 use crate::telemetry::LogFormat;
+use crate::tls::{CipherSuites, TlsOptions, TlsVersion};
 
 const LEADER_ELECTION: &str = "Leader election";
 const CONTROLLERS: &str = "Controllers";
@@ -150,31 +152,36 @@ pub struct Flags {
     #[arg(long, help_heading = SERVING, default_value = "10s", value_parser = positive_duration)]
     pub webhook_cert_reload_interval: Duration,
 
-    /// The address the health endpoint binds to (/healthz and /readyz, plain HTTP).
-    #[arg(long, help_heading = SERVING, default_value = ":9440")]
-    pub health_addr: String,
+    /// The address the health endpoint binds to (/healthz and /readyz, plain HTTP). "0" or ""
+    /// disables it.
+    #[arg(long, help_heading = SERVING, default_value = ":9440", value_parser = health_address)]
+    pub health_addr: DiagnosticsAddress,
 
     /// The address the diagnostics endpoint binds to: /metrics, over HTTPS with authentication
     /// and authorization (the caller needs get on the non-resource URL /metrics) unless
-    /// --insecure-diagnostics is set. "0" disables it.
-    #[arg(long, help_heading = SERVING, default_value = ":8443")]
-    pub diagnostics_address: String,
+    /// --insecure-diagnostics is set. "0" disables it. No pprof or log-level endpoints: use
+    /// -v and RUST_LOG.
+    #[arg(long, help_heading = SERVING, default_value = diagnostics::DEFAULT_ADDRESS,
+          value_parser = diagnostics_address)]
+    pub diagnostics_address: DiagnosticsAddress,
 
     /// Enable insecure diagnostics serving: plain HTTP without authentication or authorization.
     #[arg(long, help_heading = SERVING, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = go_bool)]
     pub insecure_diagnostics: bool,
 
-    /// The minimum TLS version in use by the webhook server and the diagnostics server.
-    /// Possible values are VersionTLS12, VersionTLS13.
-    #[arg(long, help_heading = SERVING, default_value = "VersionTLS12")]
-    pub tls_min_version: String,
+    /// The minimum TLS version in use by the webhook server and the diagnostics server (the
+    /// latter only if --insecure-diagnostics is not set). Possible values are VersionTLS10,
+    /// VersionTLS11, VersionTLS12, VersionTLS13 (rustls serves TLS 1.2 at the lowest).
+    #[arg(long, help_heading = SERVING, default_value = "VersionTLS12", value_parser = tls_version)]
+    pub tls_min_version: TlsVersion,
 
-    /// Comma-separated list of cipher suites for the webhook server and the diagnostics server
-    /// (TLS 1.2; TLS 1.3 suites are not configurable). If omitted, the default rustls cipher
-    /// suites will be used.
-    #[arg(long, help_heading = SERVING, value_delimiter = ',', num_args = 1)]
-    pub tls_cipher_suites: Vec<String>,
+    /// Comma-separated list of TLS 1.2 cipher suites for the webhook server and the
+    /// diagnostics server (TLS 1.3 suites are always on, as in Go). If omitted, rustls's
+    /// default suites are used. Supported: TLS_ECDHE_{ECDSA,RSA}_WITH_AES_{128,256}_GCM_SHA{256,384},
+    /// TLS_ECDHE_{ECDSA,RSA}_WITH_CHACHA20_POLY1305(_SHA256) and the TLS 1.3 names.
+    #[arg(long, help_heading = SERVING, num_args = 1, value_parser = cipher_suites)]
+    pub tls_cipher_suites: Vec<CipherSuites>,
 
     /// Number for the log level verbosity: 0-3 logs info and above, 4 debug, 5 and more trace.
     /// RUST_LOG, when set, overrides it.
@@ -313,6 +320,11 @@ impl Flags {
         Some(self.namespace.clone()).filter(|n| !n.is_empty())
     }
 
+    /// The TLS options of the webhook and diagnostics servers.
+    pub fn tls_options(&self) -> TlsOptions {
+        TlsOptions::new(self.tls_min_version, self.tls_cipher_suites.clone())
+    }
+
     /// The feature gates of every `--feature-gates` given (a later one wins).
     pub fn features(&self) -> Features {
         // Each value was checked when parsed.
@@ -388,6 +400,26 @@ pub fn go_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+fn health_address(text: &str) -> Result<DiagnosticsAddress, String> {
+    // controller-runtime serves no probes at "" or "0".
+    match text {
+        "" | "0" => Ok(DiagnosticsAddress::Disabled),
+        text => diagnostics::parse_bind_address(text).map(DiagnosticsAddress::Listen),
+    }
+}
+
+fn diagnostics_address(text: &str) -> Result<DiagnosticsAddress, String> {
+    text.parse()
+}
+
+fn tls_version(text: &str) -> Result<TlsVersion, String> {
+    text.parse()
+}
+
+fn cipher_suites(text: &str) -> Result<CipherSuites, String> {
+    text.parse()
+}
+
 fn log_format(text: &str) -> Result<LogFormat, String> {
     text.parse()
         .map_err(|e: crate::telemetry::TelemetryError| e.to_string())
@@ -425,8 +457,14 @@ mod tests {
         assert_eq!(flags.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(flags.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(flags.leader_elect_retry_period, Duration::from_secs(2));
-        assert_eq!(flags.health_addr, ":9440");
-        assert_eq!(flags.diagnostics_address, ":8443");
+        assert_eq!(
+            flags.health_addr,
+            DiagnosticsAddress::Listen("[::]:9440".parse().unwrap())
+        );
+        assert_eq!(
+            flags.diagnostics_address,
+            DiagnosticsAddress::Listen("[::]:8443".parse().unwrap())
+        );
         assert!(!flags.insecure_diagnostics);
         assert_eq!(flags.sync_period, Duration::from_secs(600));
         assert_eq!((flags.kube_api_qps, flags.kube_api_burst), (100.0, 200));
@@ -444,7 +482,7 @@ mod tests {
             flags.webhook_cert_dir,
             PathBuf::from("/tmp/k8s-webhook-server/serving-certs/")
         );
-        assert_eq!(flags.tls_min_version, "VersionTLS12");
+        assert_eq!(flags.tls_min_version, TlsVersion::Tls12);
         assert_eq!(flags.verbosity, 2);
         assert_eq!(flags.logging_format, LogFormat::Text);
         assert_eq!(flags.watch_namespace(), None);
@@ -507,13 +545,17 @@ mod tests {
     #[test]
     fn lists_split_on_commas_and_repeat() {
         let flags = parse(&[
-            "--tls-cipher-suites=TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384",
+            "--tls-cipher-suites=TLS_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
             "--tls-cipher-suites",
-            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
         ])
         .unwrap()
         .flags;
-        assert_eq!(flags.tls_cipher_suites.len(), 3);
+        assert_eq!(flags.tls_options().cipher_suites.len(), 3);
+        let error = parse(&["--tls-cipher-suites=TLS_RSA_WITH_RC4_128_SHA"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("TLS_RSA_WITH_RC4_128_SHA"), "{error}");
         let flags = parse(&[
             "--feature-gates=MachinePool=true,ClusterTopology=true",
             "--feature-gates=PriorityQueue=false",
@@ -541,6 +583,26 @@ mod tests {
             error.contains("--dockermachine-concurrency") && error.contains("from 1"),
             "{error}"
         );
+        assert_eq!(
+            parse(&["--diagnostics-address=0"])
+                .unwrap()
+                .flags
+                .diagnostics_address,
+            DiagnosticsAddress::Disabled
+        );
+        assert_eq!(
+            parse(&["--health-addr=0"]).unwrap().flags.health_addr,
+            DiagnosticsAddress::Disabled
+        );
+        let error = parse(&["--health-addr=9440"]).unwrap_err().to_string();
+        assert!(
+            error.contains("--health-addr") && error.contains("missing port"),
+            "{error}"
+        );
+        let error = parse(&["--tls-min-version=VersionTLS99"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown tls version"), "{error}");
         let error = parse(&["--logging-format=xml"]).unwrap_err().to_string();
         assert!(error.contains("json") && error.contains("text"), "{error}");
         assert!(parse(&["--no-such-flag"]).is_err());
@@ -652,7 +714,9 @@ mod tests {
         .unwrap();
         let flags = parsed.flags;
         assert!(flags.leader_elect);
-        assert_eq!(flags.diagnostics_address, ":8443");
+        assert!(
+            matches!(flags.diagnostics_address, DiagnosticsAddress::Listen(a) if a.port() == 8443)
+        );
         assert!(!flags.insecure_diagnostics);
         assert!(!flags.features().cluster_topology);
         assert!(parsed.no_effect.is_empty());

@@ -2,7 +2,7 @@
 //! (on the leader only, with `--leader-elect`), health probes and metrics, with CAPD's flags.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use capd::client::{self, RateLimit};
 use capd::controllers::{self, Settings};
-use capd::diagnostics::{self, Security};
+use capd::diagnostics::{self, DiagnosticsAddress, Security, ServingCert};
 use capd::docker::engine::Engine;
 use capd::docker::metered::Metered;
 use capd::docker::node::NodeOptions;
@@ -61,23 +61,27 @@ async fn main() -> ExitCode {
 /// The listeners, bound before anything starts, so a taken port fails the start at once.
 struct Listeners {
     webhook: TcpListener,
-    health: TcpListener,
+    health: Option<TcpListener>,
     diagnostics: Option<TcpListener>,
 }
 
 impl Listeners {
     fn bind(flags: &Flags) -> anyhow::Result<Self> {
-        let bind = |what: &str, address: &str| -> anyhow::Result<TcpListener> {
-            let address = diagnostics::parse_bind_address(address)
-                .map_err(|e| anyhow::anyhow!("--{what}={address}: {e}"))?;
-            TcpListener::bind(address).with_context(|| format!("--{what}: listening on {address}"))
-        };
+        let bind =
+            |what: &str, address: DiagnosticsAddress| -> anyhow::Result<Option<TcpListener>> {
+                match address {
+                    DiagnosticsAddress::Disabled => Ok(None),
+                    DiagnosticsAddress::Listen(address) => diagnostics::listen(address)
+                        .map(Some)
+                        .with_context(|| format!("--{what}: listening on {address}")),
+                }
+            };
+        let webhook = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, flags.webhook_port));
         Ok(Self {
-            webhook: bind("webhook-port", &format!(":{}", flags.webhook_port))?,
-            health: bind("health-addr", &flags.health_addr)?,
-            diagnostics: (flags.diagnostics_address != "0")
-                .then(|| bind("diagnostics-address", &flags.diagnostics_address))
-                .transpose()?,
+            webhook: bind("webhook-port", DiagnosticsAddress::Listen(webhook))?
+                .context("the webhook server always listens")?,
+            health: bind("health-addr", flags.health_addr)?,
+            diagnostics: bind("diagnostics-address", flags.diagnostics_address)?,
         })
     }
 }
@@ -118,6 +122,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         readyz: vec![webhook.clone(), caches.clone()],
     };
     let tls = flags.tls_options();
+    for note in tls.notes() {
+        warn!("{note}");
+    }
 
     // The servers run until the controllers have stopped and the lease is released.
     let (stop_servers, servers_stopped) = watch::channel(false);
@@ -127,7 +134,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    tokio::spawn(health::serve(listeners.health, checks, servers_stop()));
+    if let Some(listener) = listeners.health {
+        info!(address = %listener.local_addr()?, "serving /healthz and /readyz");
+        tokio::spawn(health::serve(listener, checks, servers_stop()));
+    }
     if let Some(listener) = listeners.diagnostics {
         let security = if flags.insecure_diagnostics {
             Security::Insecure
@@ -135,15 +145,17 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             Security::Secure {
                 kube: kube.clone(),
                 tls: tls.clone(),
+                cert: ServingCert::controller_runtime_default(),
             }
         };
-        info!(address = %flags.diagnostics_address, secure = !flags.insecure_diagnostics, "serving metrics");
-        tokio::spawn(diagnostics::serve(
-            listener,
-            Arc::new(registry),
-            security,
-            servers_stop(),
-        ));
+        info!(address = %listener.local_addr()?, secure = !flags.insecure_diagnostics, "serving metrics at /metrics");
+        let registry = Arc::new(registry);
+        let stop = servers_stop();
+        tokio::spawn(async move {
+            if let Err(e) = diagnostics::serve(listener, registry, security, stop).await {
+                error!("{e}");
+            }
+        });
     }
     let cert = CertFiles::in_dir(
         &flags.webhook_cert_dir,
@@ -151,13 +163,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         &flags.webhook_key_name,
     );
     info!(port = flags.webhook_port, cert = %cert.cert.display(), "serving the admission webhooks");
+    let options = webhooks::ServeOptions {
+        cert,
+        reload_every: flags.webhook_cert_reload_interval,
+        tls,
+        features: flags.features(),
+        metrics: metrics.clone(),
+    };
     let mut webhooks = tokio::spawn(webhooks::serve(
         listeners.webhook,
-        cert,
-        flags.webhook_cert_reload_interval,
-        tls,
-        flags.feature_gates,
-        metrics.clone(),
+        options,
         move || webhook.pass(),
         servers_stop(),
     ));

@@ -26,6 +26,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::tls::TlsOptions;
 use admission::{Action, AdmissionKind, Features};
 use docker_cluster::{DockerClusterTemplateWebhook, DockerClusterWebhook};
 use docker_machine::{DockerMachineTemplateWebhook, DockerMachineWebhook};
@@ -90,23 +91,43 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves the webhooks over TLS on `listener` until `shutdown` resolves, reloading the
-/// certificate from `cert` every `reload_every`.
+/// How the webhook server serves.
+pub struct ServeOptions {
+    /// The certificate files, checked for a new pair every `reload_every`.
+    pub cert: CertFiles,
+    /// How often the certificate files are checked.
+    pub reload_every: Duration,
+    /// The TLS options (`--tls-min-version`, `--tls-cipher-suites`).
+    pub tls: TlsOptions,
+    /// The feature gates the rules depend on.
+    pub features: Features,
+    /// Where admission requests are counted and timed.
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Serves the webhooks over TLS on `listener` as `options` say, until `shutdown` resolves;
+/// `serving` is called once the server accepts connections.
 pub async fn serve(
     listener: std::net::TcpListener,
-    cert: CertFiles,
-    reload_every: Duration,
-    features: Features,
+    options: ServeOptions,
+    serving: impl FnOnce() + Send + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let cert = ReloadingCert::load(cert)?;
+    let cert = ReloadingCert::load(options.cert, options.tls)?;
     let server_config = cert.config();
-    let follower = tokio::spawn(cert.follow(reload_every));
+    let follower = tokio::spawn(cert.follow(options.reload_every));
     let handle = axum_server::Handle::new();
     listener.set_nonblocking(true)?;
+    let app = metered(router(options.features), options.metrics);
     let server = axum_server::from_tcp_rustls(listener, server_config)?
         .handle(handle.clone())
-        .serve(router(features).into_make_service());
+        .serve(app.into_make_service());
+    let listening = handle.clone();
+    tokio::spawn(async move {
+        if listening.listening().await.is_some() {
+            serving();
+        }
+    });
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,

@@ -1,4 +1,5 @@
-//! The webhook server's certificate: loaded from PEM files (cert-manager's Secret mount) and
+//! The webhook server's certificate (and the diagnostics server's, when given as files): loaded
+//! from PEM files (cert-manager's Secret mount), served under the manager's [`TlsOptions`], and
 //! reloaded without a restart when they change.
 //!
 //! Kubelet swaps a Secret volume's files through a `..data` symlink, which per-file watches
@@ -15,6 +16,8 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
+
+use crate::tls::TlsOptions;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +80,10 @@ impl CertFiles {
         Ok((read(&self.cert)?, read(&self.key)?))
     }
 
-    /// A TLS 1.2+ server configuration for the pair in `cert_pem` and `key_pem`.
+    /// A server configuration under `tls` for the pair in `cert_pem` and `key_pem`.
     fn server_config(
         &self,
+        tls: &TlsOptions,
         cert_pem: &[u8],
         key_pem: &[u8],
     ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -100,37 +104,31 @@ impl CertFiles {
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| pem_error(&self.key, "private key", e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config_error = |source| TlsError::Config {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            source,
-        };
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(config_error)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(config_error)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        tls.server_config(certs, key)
+            .map_err(|source| TlsError::Config {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                source,
+            })
     }
 }
 
 /// A served certificate that follows its files.
 pub struct ReloadingCert {
     files: CertFiles,
+    tls: TlsOptions,
     config: RustlsConfig,
     loaded: (Vec<u8>, Vec<u8>),
 }
 
 impl ReloadingCert {
-    /// Loads the files; fails when they are missing or unusable.
-    pub fn load(files: CertFiles) -> Result<Self, TlsError> {
+    /// Loads the files, to serve them under `tls`; fails when they are missing or unusable.
+    pub fn load(files: CertFiles, tls: TlsOptions) -> Result<Self, TlsError> {
         let loaded = files.read()?;
-        let config = RustlsConfig::from_config(files.server_config(&loaded.0, &loaded.1)?);
+        let config = RustlsConfig::from_config(files.server_config(&tls, &loaded.0, &loaded.1)?);
         Ok(Self {
             files,
+            tls,
             config,
             loaded,
         })
@@ -147,7 +145,9 @@ impl ReloadingCert {
         if current == self.loaded {
             return Ok(false);
         }
-        let config = self.files.server_config(&current.0, &current.1)?;
+        let config = self
+            .files
+            .server_config(&self.tls, &current.0, &current.1)?;
         self.config.reload_from_config(config);
         self.loaded = current;
         Ok(true)
@@ -161,10 +161,10 @@ impl ReloadingCert {
             ticker.tick().await;
             match self.reload_if_changed() {
                 Ok(true) => {
-                    info!(cert = %self.files.cert.display(), "webhook certificate reloaded")
+                    info!(cert = %self.files.cert.display(), "serving certificate reloaded")
                 }
                 Ok(false) => {}
-                Err(e) => warn!(error = %e, "keeping the current webhook certificate"),
+                Err(e) => warn!(error = %e, "keeping the current serving certificate"),
             }
         }
     }
@@ -189,7 +189,7 @@ mod tests {
     fn missing_or_unusable_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let files = CertFiles::in_dir(dir.path(), "tls.crt", "tls.key");
-        let err = ReloadingCert::load(files.clone())
+        let err = ReloadingCert::load(files.clone(), TlsOptions::default())
             .err()
             .unwrap()
             .to_string();
@@ -199,7 +199,10 @@ mod tests {
         );
         std::fs::write(dir.path().join("tls.crt"), "not pem").unwrap();
         std::fs::write(dir.path().join("tls.key"), "not pem").unwrap();
-        let err = ReloadingCert::load(files).err().unwrap().to_string();
+        let err = ReloadingCert::load(files, TlsOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("tls.crt holds no usable PEM certificate"),
             "{err}"
@@ -212,7 +215,7 @@ mod tests {
         let files = CertFiles::in_dir(dir.path(), "tls.crt", "tls.key");
         let first = pair("first");
         write(dir.path(), &first);
-        let mut cert = ReloadingCert::load(files).unwrap();
+        let mut cert = ReloadingCert::load(files, TlsOptions::default()).unwrap();
         assert!(
             !cert.reload_if_changed().unwrap(),
             "reloaded unchanged files"

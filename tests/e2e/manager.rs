@@ -20,6 +20,7 @@ impl Manager {
             .arg("--webhook-cert-dir")
             .arg(cert_dir)
             .args(["--namespace", namespace])
+            .args(["--diagnostics-address", "127.0.0.1:0"])
             .env("KUBECONFIG", &control_plane::control_plane().kubeconfig)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -7,6 +7,7 @@
 mod support;
 
 mod crds;
+mod diagnostics;
 mod docker_cluster;
 mod docker_machine;
 mod node_bootstrap;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capd::features::Features;
+use capd::tls::{TlsOptions, TlsVersion};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -291,6 +292,15 @@ async fn updates_to_immutable_fields_are_rejected_and_change_nothing() {
 
 /// Completes a TLS handshake with 127.0.0.1:`port` trusting only `ca_pem`.
 async fn handshake(port: u16, ca_pem: &str) -> Result<(), String> {
+    handshake_with(port, ca_pem, rustls::DEFAULT_VERSIONS).await
+}
+
+/// [`handshake`] offering only the protocol `versions`.
+async fn handshake_with(
+    port: u16,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
@@ -300,7 +310,7 @@ async fn handshake(port: u16, ca_pem: &str) -> Result<(), String> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
@@ -342,4 +352,24 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         old.is_err(),
         "the old certificate is still served after rotation"
     );
+}
+
+#[tokio::test]
+async fn a_tls13_minimum_refuses_tls12_clients() {
+    let pki = Pki::mint("tls13-ca");
+    let tls = TlsOptions {
+        min_version: TlsVersion::Tls13,
+        ..TlsOptions::default()
+    };
+    let server = WebhookServer::start_with(&pki, Features::default(), tls);
+    wait_for("a TLS 1.3 handshake", Duration::from_secs(10), || async {
+        handshake_with(server.port, &pki.ca_pem, &[&rustls::version::TLS13])
+            .await
+            .ok()
+    })
+    .await;
+    let refused = handshake_with(server.port, &pki.ca_pem, &[&rustls::version::TLS12])
+        .await
+        .expect_err("a TLS 1.2-only client was served");
+    assert!(refused.contains("ProtocolVersion"), "{refused}");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use capd::features::Features;
+use capd::tls::TlsOptions;
 use capd::webhooks::tls::CertFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use serde_json::{Value, json};
@@ -82,6 +83,11 @@ pub struct WebhookServer {
 impl WebhookServer {
     /// Starts the server with `pki`'s certificate, reloading it every 100 ms.
     pub fn start(pki: &Pki, features: Features) -> Self {
+        Self::start_with(pki, features, TlsOptions::default())
+    }
+
+    /// [`WebhookServer::start`] under the TLS options `tls`.
+    pub fn start_with(pki: &Pki, features: Features, tls: TlsOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         pki.install(dir.path());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -92,15 +98,14 @@ impl WebhookServer {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = capd::webhooks::serve(
-                listener,
-                files,
-                Duration::from_millis(100),
+            let options = capd::webhooks::ServeOptions {
+                cert: files,
+                reload_every: Duration::from_millis(100),
+                tls,
                 features,
-                shutdown,
-            )
-            .await
-            {
+                metrics: capd::metrics::Metrics::new().0,
+            };
+            if let Err(e) = capd::webhooks::serve(listener, options, || {}, shutdown).await {
                 panic!("webhook server failed: {e}");
             }
         });
