@@ -287,11 +287,18 @@ async fn lead(
     let controllers = controllers::run(ctx, terminated.clone(), move || synced.pass());
     let bounded = async {
         tokio::pin!(controllers);
-        tokio::select! {
-            () = &mut controllers => {}
-            () = async { terminated.await; tokio::time::sleep(grace).await } => {
+        let give_up = async {
+            terminated.await;
+            // Before the caches are filled no reconcile can have started: nothing to wait for
+            // (and kube's controllers never finish a graceful shutdown begun then).
+            if caches.status().is_ok() {
+                tokio::time::sleep(grace).await;
                 warn!(grace = ?grace, "reconciles still running after the graceful shutdown timeout; stopping them");
             }
+        };
+        tokio::select! {
+            () = &mut controllers => {}
+            () = give_up => {}
         }
     };
     let Some(mut elector) = elector else {

@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::debug;
 
 use super::conditions::{self, Status, names};
 use super::{Context, Error, lb_backends, shared};
@@ -66,8 +66,7 @@ pub async fn run(
     // Status-only changes (our own writes) do not trigger reconciles: only what the reconciler
     // acts on does, so a changing condition message cannot drive a write-reconcile loop.
     let (reader, docker_clusters) =
-        shared::watch_acted_on(docker_clusters, ctx.settings.watcher_config());
-    tokio::spawn(shared::signal_synced(reader.clone(), synced));
+        shared::watch_acted_on(docker_clusters, ctx.settings.watcher_config(), synced);
     let (reconcile_all, all) = mpsc::unbounded();
     // A load balancer that dies or is removed behind our back is recreated at once.
     tokio::spawn(shared::forward_container_events(
@@ -107,10 +106,10 @@ fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster
         .then(|| ObjectRef::new(&infra.name).within(&cluster.namespace().unwrap_or_default()))
 }
 
-fn error_policy(dc: Arc<DockerCluster>, error: &Error, reconciler: Arc<Reconciler>) -> Action {
+fn error_policy(dc: Arc<DockerCluster>, _: &Error, reconciler: Arc<Reconciler>) -> Action {
     let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
     let delay = reconciler.ctx.backoff.failed(&key);
-    warn!(dockercluster = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    debug!(dockercluster = %key, retry_in = ?delay, "retrying the failed reconcile");
     Action::requeue(delay)
 }
 

@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::conditions::{self, Status, names};
 use super::workload_node::{NodeState, WorkloadClients};
@@ -113,8 +113,8 @@ pub async fn run(
     let (reader, stream) = shared::watch_acted_on(
         shared::watched_api::<DockerMachine>(&ctx),
         ctx.settings.watcher_config(),
+        synced,
     );
-    tokio::spawn(shared::signal_synced(reader.clone(), synced));
     let (clusters_store, docker_clusters_store, secrets_store) =
         (reader.clone(), reader.clone(), reader.clone());
     let config = kube::runtime::controller::Config::default()
@@ -247,12 +247,12 @@ fn key(dm: &DockerMachine) -> String {
     format!("{}/{}", dm.namespace().unwrap_or_default(), dm.name_any())
 }
 
-fn error_policy(dm: Arc<DockerMachine>, error: &Error, reconciler: Arc<Reconciler>) -> Action {
+fn error_policy(dm: Arc<DockerMachine>, _: &Error, reconciler: Arc<Reconciler>) -> Action {
     let delay = reconciler
         .ctx
         .backoff
         .failed(&format!("{KIND}/{}", key(&dm)));
-    warn!(dockermachine = %key(&dm), error = %error, retry_in = ?delay, "reconcile failed");
+    debug!(dockermachine = %key(&dm), retry_in = ?delay, "retrying the failed reconcile");
     Action::requeue(delay)
 }
 

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tracing::{Instrument, warn};
+use tracing::{Instrument, error, trace, warn};
 
 use super::{Context, Error};
 use crate::api::capi::{Cluster, PAUSED_ANNOTATION};
@@ -80,9 +80,11 @@ where
 
 /// The stream of a controller's primary objects: watched with `config`, cached in the returned
 /// store, and filtered by [`acted_on`] so status-only changes do not trigger reconciles.
+/// `synced` is sent once the store holds the first full list.
 pub fn watch_acted_on<K>(
     api: Api<K>,
     config: watcher::Config,
+    synced: tokio::sync::oneshot::Sender<()>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send,
@@ -97,9 +99,19 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
+    // Read from the stream itself: kube's `Store::wait_until_ready` wakes only one of several
+    // waiters, and the controller's runner is already one.
+    let mut synced = Some(synced);
     let stream = watcher(api, config.any_semantic())
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone))
+                && let Some(synced) = synced.take()
+            {
+                let _ = synced.send(());
+            }
+        })
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
     (reader, stream)
@@ -165,16 +177,6 @@ where
     })
 }
 
-/// Sends `synced` once `store` has been filled by its watch's first list.
-pub async fn signal_synced<K>(store: Store<K>, synced: tokio::sync::oneshot::Sender<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    if store.wait_until_ready().await.is_ok() {
-        let _ = synced.send(());
-    }
-}
-
 /// Runs one reconcile of `obj` (a `kind`) as every controller runs it: in its span, timed and
 /// counted with controller-runtime's metrics, and recorded for the per-object counts. A
 /// reconcile that waits for a change is looked at again after the sync period anyway, as
@@ -192,7 +194,18 @@ pub async fn reconcile_instrumented<K: Resource>(
     );
     let timer = metrics.started(&format!("{namespace}/{name}"));
     let span = crate::telemetry::reconcile_span(kind, &namespace, &name);
-    let result = reconcile.instrument(span).await;
+    let result = async {
+        // controller-runtime's V(5) and error lines, inside the reconcile's span.
+        trace!("Reconciling");
+        let result = reconcile.await;
+        match &result {
+            Ok(action) => trace!(?action, "Reconcile done"),
+            Err(e) => error!(error = %e, "Reconciler error"),
+        }
+        result
+    }
+    .instrument(span)
+    .await;
     if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
         ctx.forget(kind, &namespace, &name);
     } else {

@@ -1,77 +1,20 @@
 //! The manager binary serves the admission webhooks over TLS, turns a DockerCluster into a
 //! load-balancer container and removes it again, and stops cleanly on SIGTERM.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use crate::support::manager::ManagerProcess;
 use crate::support::webhook::{Pki, Registration, wait_until_active};
-use crate::support::{TestContext, control_plane, crds, kubectl_async};
-
-/// The manager process; killed on drop if the test did not stop it.
-struct Manager(Child, std::path::PathBuf);
-
-impl Manager {
-    fn start(webhook_port: u16, cert_dir: &std::path::Path, namespace: &str) -> Self {
-        let log_path = cert_dir.join("manager.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_manager"))
-            .args(["--webhook-port", &webhook_port.to_string()])
-            .arg("--webhook-cert-dir")
-            .arg(cert_dir)
-            .args(["--namespace", namespace])
-            .args(["--diagnostics-address", "127.0.0.1:0"])
-            .env("KUBECONFIG", &control_plane::control_plane().kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting the manager");
-        Self(child, log_path)
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: signals a child process this test spawned.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Manager {
-    /// Kills the manager if it still runs; when the test failed, prints its log, which lives in
-    /// a temporary directory that is about to go.
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
-            eprintln!("--- manager log ---\n{log}");
-        }
-    }
-}
+use crate::support::{TestContext, crds, kubectl_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manager_serves_webhooks_reconciles_clusters_and_stops_on_sigterm() {
     let ctx = TestContext::new("e2e-manager").await;
     crds::install(&ctx.kube).await;
     let pki = Pki::mint("e2e-ca");
-    let dir = tempfile::tempdir().unwrap();
-    pki.install(dir.path());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut manager = Manager::start(port, dir.path(), &ctx.namespace);
-    let _registration = Registration::register(&ctx, port, &pki.ca_pem);
+    let mut manager = ManagerProcess::start(&pki, &["--namespace", &ctx.namespace], &[]);
+    let _registration = Registration::register(&ctx, manager.webhook_port, &pki.ca_pem);
     wait_until_active(&ctx.namespace).await;
 
     let apply_args = ["apply", "-n", &ctx.namespace, "-f", "-"];
@@ -184,10 +127,9 @@ async fn manager_serves_webhooks_reconciles_clusters_and_stops_on_sigterm() {
         "the LB container outlived its DockerCluster"
     );
 
-    let status = tokio::task::spawn_blocking(move || manager.terminate(Duration::from_secs(15)))
-        .await
-        .unwrap();
-    let log = std::fs::read_to_string(dir.path().join("manager.log")).unwrap_or_default();
+    manager.signal(libc::SIGTERM);
+    let status = manager.wait_exit(Duration::from_secs(15)).await;
+    let log = manager.log();
     assert!(
         status.is_some_and(|s| s.success()),
         "manager did not exit cleanly on SIGTERM ({status:?}):\n{log}"
@@ -195,6 +137,10 @@ async fn manager_serves_webhooks_reconciles_clusters_and_stops_on_sigterm() {
     assert!(
         log.contains("serving the admission webhooks") && log.contains("shutting down"),
         "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log that is not a terminal got escape sequences:\n{log}"
     );
 }
 

@@ -8,19 +8,15 @@ use std::time::Duration;
 
 use capd::diagnostics::{self, DiagnosticsError, Security, ServingCert};
 use capd::tls::TlsOptions;
-use k8s_openapi::api::authentication::v1::{
-    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
-};
-use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::Api;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use crate::support::{TestContext, kubectl, wait_for, wait_gone};
+use crate::support::access::{
+    ClusterRbac, allow_metrics, scrape, service_account_token, wait_allowed, wait_authenticated,
+};
+use crate::support::{TestContext, wait_gone};
 
 /// The diagnostics server in the test's runtime; stopped by [`Server::stop`] or on drop.
 struct Server {
@@ -73,169 +69,6 @@ impl Drop for Server {
             let _ = stop.send(());
         }
     }
-}
-
-/// Cluster-scoped RBAC objects a test creates (a namespace's deletion does not take them);
-/// deleted on drop, also when the test fails halfway.
-struct ClusterRbac {
-    name: String,
-}
-
-impl Drop for ClusterRbac {
-    fn drop(&mut self) {
-        let (ok, _, err) = kubectl(&[
-            "delete",
-            &format!("clusterrolebinding/{}", self.name),
-            &format!("clusterrole/{}", self.name),
-            "--ignore-not-found",
-            "--wait=false",
-        ]);
-        if !ok {
-            eprintln!("deleting the ClusterRole/Binding {}: {err}", self.name);
-        }
-    }
-}
-
-/// Allows `service_account` in `namespace` to `get` the non-resource URL `/metrics`.
-async fn allow_metrics(kube: &kube::Client, name: &str, namespace: &str, service_account: &str) {
-    let post = PostParams::default();
-    let role = ClusterRole {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            non_resource_urls: Some(vec!["/metrics".to_owned()]),
-            verbs: vec!["get".to_owned()],
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    Api::<ClusterRole>::all(kube.clone())
-        .create(&post, &role)
-        .await
-        .unwrap();
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_owned(),
-            kind: "ClusterRole".to_owned(),
-            name: name.to_owned(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: service_account.to_owned(),
-            namespace: Some(namespace.to_owned()),
-            ..Default::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(kube.clone())
-        .create(&post, &binding)
-        .await
-        .unwrap();
-}
-
-/// Creates ServiceAccount `name` and mints a 10-minute token for it.
-async fn service_account_token(ctx: &TestContext, name: &str) -> String {
-    let api = ctx.api::<ServiceAccount>();
-    let account = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &account).await.unwrap();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(600),
-            bound_object_ref: None,
-        },
-        ..Default::default()
-    };
-    let token = api
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .expect("a TokenRequest status")
-        .token;
-    assert!(!token.is_empty(), "an empty token for {name}");
-    token
-}
-
-/// Waits until the apiserver authenticates `token` (ServiceAccount lookups go through caches).
-async fn wait_authenticated(kube: &kube::Client, token: &str) {
-    let api = Api::<TokenReview>::all(kube.clone());
-    let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: Some(token.to_owned()),
-            audiences: None,
-        },
-        ..Default::default()
-    };
-    wait_for(
-        "the token to be authenticated",
-        Duration::from_secs(30),
-        || async {
-            let answer = api.create(&PostParams::default(), &review).await.ok()?;
-            answer.status?.authenticated?.then_some(())
-        },
-    )
-    .await;
-}
-
-/// Waits until RBAC lets `user` (a ServiceAccount of `namespace`) get `/metrics`: the
-/// apiserver's authorizer sees new bindings through its informers, and the server under test
-/// caches a denial for 30 s, so it must not be asked before.
-async fn wait_allowed(kube: &kube::Client, user: &str, namespace: &str) {
-    let api = Api::<SubjectAccessReview>::all(kube.clone());
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(user.to_owned()),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".to_owned(),
-            ]),
-            non_resource_attributes: Some(NonResourceAttributes {
-                path: Some("/metrics".to_owned()),
-                verb: Some("get".to_owned()),
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    wait_for(
-        "RBAC to allow the reader",
-        Duration::from_secs(30),
-        || async {
-            let answer = api.create(&PostParams::default(), &review).await.ok()?;
-            answer.status?.allowed.then_some(())
-        },
-    )
-    .await;
-}
-
-/// GETs `url`, with `token` as bearer when given; returns the status, content type and body.
-async fn scrape(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut request = client.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, content_type, response.text().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

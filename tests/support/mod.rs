@@ -7,11 +7,13 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod access;
 pub mod capi;
 pub mod control_plane;
 pub mod controller;
 pub mod crds;
 pub mod docker;
+pub mod manager;
 pub mod setup;
 pub mod webhook;
 
