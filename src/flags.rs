@@ -1,12 +1,13 @@
 //! The manager's command line: every flag of CAPD v1.14.0's manager with CAPD's name, meaning
 //! and default, parsed as Go's pflag parses them, plus capd-rs's own flags.
 //!
-//! pflag's rules kept here: `--flag=value` or `--flag value`; a boolean is `--flag` (true) or
-//! `--flag=false`, never `--flag false`; underscores in a flag's name read as dashes
-//! (`--leader_elect`, component-base's `WordSepNormalizeFunc`); `-v` is also `--v`; durations
-//! use Go's syntax (`15s`, `1m30s`). Flags for parts capd-rs does not have (Dev* kinds, machine
-//! pools, the CRD migrator, the Go profiler) are accepted, say "No effect" in `--help`, and
-//! [`Parsed::no_effect`] names those given so the manager logs them once.
+//! pflag's rules kept here: `--flag=value` or `--flag value`, and given twice the last wins;
+//! a boolean is `--flag` (true) or `--flag=false`, never `--flag false`; underscores in a
+//! flag's name read as dashes (`--leader_elect`, component-base's `WordSepNormalizeFunc`); `-v`
+//! is also `--v`; durations use Go's syntax (`15s`, `1m30s`). Flags for parts capd-rs does not
+//! have (Dev* kinds, machine pools, the CRD migrator, the Go profiler) are accepted, say "No
+//! effect" in `--help`, and [`Parsed::no_effect`] names those given so the manager logs them
+//! once.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ const NO_EFFECT: &str = "Accepted for compatibility with CAPD (no effect)";
 #[command(
     name = "manager",
     version,
+    // pflag: a flag given twice takes its last value (lists collect every value).
+    args_override_self = true,
     about = "Cluster API infrastructure provider for Docker (capd-rs) manager: the DockerCluster \
              and DockerMachine controllers and the admission webhooks, in one process. \
              Accepts every flag of CAPD v1.14.0's manager."
@@ -537,6 +540,11 @@ mod tests {
             parse(&["--kube-api-qps=-1"]).unwrap().flags.kube_api_qps,
             -1.0
         );
+        // Given twice, the last value wins, as in pflag.
+        let flags = parse(&["--namespace=a", "--namespace=b", "-v=1", "-v=4"])
+            .unwrap()
+            .flags;
+        assert_eq!((flags.namespace.as_str(), flags.verbosity), ("b", 4));
         // An underscore in a value is kept.
         let flags = parse(&["--namespace=a_b"]).unwrap().flags;
         assert_eq!(flags.namespace, "a_b");

@@ -218,6 +218,12 @@ impl Metrics {
             .get_or_create(&label)
             .set(i64::from(concurrency));
         // Created at zero: a series appears before its first change.
+        let queue = QueueLabels {
+            name,
+            controller: name,
+        };
+        let _ = self.queue_depth.get_or_create(&queue);
+        let _ = self.queue_adds.get_or_create(&queue);
         let _ = self.active_workers.get_or_create(&label);
         let _ = self.reconcile_errors.get_or_create(&label);
         for result in ["success", "error", "requeue", "requeue_after"] {
