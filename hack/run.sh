@@ -5,6 +5,8 @@
 #
 #   LOCAL_API_PORT         the apiserver's port on 127.0.0.1 (default 16443; etcd uses the next two)
 #   LOCAL_WEBHOOK_PORT     the manager's webhook port (default 9443)
+#   LOCAL_HEALTH_PORT      /healthz and /readyz on 127.0.0.1 (default 9440)
+#   LOCAL_METRICS_PORT     /metrics on 127.0.0.1, plain HTTP for local use (default 8443)
 #   CAPD_RS_FEATURE_GATES  passed to the manager's --feature-gates (e.g. ClusterTopology=true)
 #   CAPD_RS_PRIVILEGED_NODES  false where the engine refuses privileged containers (default true)
 set -euo pipefail
@@ -12,7 +14,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.."
 source hack/lib.sh
 
-: "${LOCAL_API_PORT:=16443}" "${LOCAL_WEBHOOK_PORT:=9443}"
+: "${LOCAL_API_PORT:=16443}" "${LOCAL_WEBHOOK_PORT:=9443}" "${LOCAL_HEALTH_PORT:=9440}" "${LOCAL_METRICS_PORT:=8443}"
 etcd_port=$((LOCAL_API_PORT + 1)) etcd_peer_port=$((LOCAL_API_PORT + 2))
 state="$CAPD_RS_CACHE/local"
 mkdir -p "$state/certs"
@@ -104,7 +106,10 @@ sed -e '/^    service:$/d' -e '/^      name: webhook-service$/d' -e '/^      nam
 
 log "control plane ready: export KUBECONFIG=$KUBECONFIG  (kubectl get dockerclusters -A)"
 log "starting the manager, webhooks on https://127.0.0.1:$LOCAL_WEBHOOK_PORT (Ctrl+C stops everything)"
-target/debug/manager --webhook-port "$LOCAL_WEBHOOK_PORT" --webhook-cert-dir "$certs" \
-  --feature-gates "${CAPD_RS_FEATURE_GATES:-}" --privileged-nodes "${CAPD_RS_PRIVILEGED_NODES:-true}" &
+log "probes: curl http://127.0.0.1:$LOCAL_HEALTH_PORT/readyz?verbose   metrics: curl http://127.0.0.1:$LOCAL_METRICS_PORT/metrics"
+target/debug/manager --webhook-port="$LOCAL_WEBHOOK_PORT" --webhook-cert-dir="$certs" \
+  --health-addr="127.0.0.1:$LOCAL_HEALTH_PORT" \
+  --diagnostics-address="127.0.0.1:$LOCAL_METRICS_PORT" --insecure-diagnostics \
+  --feature-gates="${CAPD_RS_FEATURE_GATES:-}" --privileged-nodes="${CAPD_RS_PRIVILEGED_NODES:-true}" &
 pids+=($!)
 wait -n "${pids[@]}"
