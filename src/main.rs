@@ -87,6 +87,7 @@ impl Listeners {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
+    let terminated = terminated().shared();
     let listeners = Listeners::bind(&flags)?;
     let limit = RateLimit {
         qps: flags.kube_api_qps,
@@ -139,23 +140,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         tokio::spawn(health::serve(listener, checks, servers_stop()));
     }
     if let Some(listener) = listeners.diagnostics {
-        let security = if flags.insecure_diagnostics {
-            Security::Insecure
-        } else {
-            Security::Secure {
-                kube: kube.clone(),
-                tls: tls.clone(),
-                cert: ServingCert::controller_runtime_default(),
-            }
-        };
-        info!(address = %listener.local_addr()?, secure = !flags.insecure_diagnostics, "serving metrics at /metrics");
-        let registry = Arc::new(registry);
-        let stop = servers_stop();
-        tokio::spawn(async move {
-            if let Err(e) = diagnostics::serve(listener, registry, security, stop).await {
-                error!("{e}");
-            }
-        });
+        serve_metrics(listener, &flags, &kube, registry, servers_stop())?;
     }
     let cert = CertFiles::in_dir(
         &flags.webhook_cert_dir,
@@ -177,32 +162,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         servers_stop(),
     ));
 
-    let settings = Settings {
-        network: flags.docker_network.clone(),
-        namespace: flags.watch_namespace(),
-        docker_cluster_concurrency: flags.dockercluster_concurrency,
-        watch_filter: flags.watch_filter_value(),
-        docker_machine_concurrency: flags.dockermachine_concurrency,
-        node_options: NodeOptions {
-            privileged: flags.privileged_nodes,
-            lib_modules: std::path::Path::new("/lib/modules").exists(),
-            proxy_env: proxy_env(),
-        },
-        sync_period: flags.sync_period,
-        workload_rate_limit: RateLimit {
-            qps: flags.clustercache_client_qps,
-            burst: flags.clustercache_client_burst,
-        },
-    };
     let runtime = Arc::new(Metered::new(Arc::new(engine), metrics.clone()));
     let ctx = Arc::new(controllers::Context::new(
         kube.clone(),
         runtime,
-        settings,
+        controller_settings(&flags),
         metrics,
     ));
 
-    let terminated = terminated().shared();
     let lead = lead(
         ctx,
         elector,
@@ -229,6 +196,55 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     webhooks.await.context("webhook server task")??;
     info!("stopped");
     Ok(())
+}
+
+/// Serves `/metrics` from `registry` on `listener` until `stop`, securely unless
+/// `--insecure-diagnostics`.
+fn serve_metrics(
+    listener: TcpListener,
+    flags: &Flags,
+    kube: &kube::Client,
+    registry: prometheus_client::registry::Registry,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let security = if flags.insecure_diagnostics {
+        Security::Insecure
+    } else {
+        Security::Secure {
+            kube: kube.clone(),
+            tls: flags.tls_options(),
+            cert: ServingCert::controller_runtime_default(),
+        }
+    };
+    info!(address = %listener.local_addr()?, secure = !flags.insecure_diagnostics, "serving metrics at /metrics");
+    let registry = Arc::new(registry);
+    tokio::spawn(async move {
+        if let Err(e) = diagnostics::serve(listener, registry, security, stop).await {
+            error!("{e}");
+        }
+    });
+    Ok(())
+}
+
+/// The controllers' settings from the flags.
+fn controller_settings(flags: &Flags) -> Settings {
+    Settings {
+        network: flags.docker_network.clone(),
+        namespace: flags.watch_namespace(),
+        docker_cluster_concurrency: flags.dockercluster_concurrency,
+        watch_filter: flags.watch_filter_value(),
+        docker_machine_concurrency: flags.dockermachine_concurrency,
+        node_options: NodeOptions {
+            privileged: flags.privileged_nodes,
+            lib_modules: std::path::Path::new("/lib/modules").exists(),
+            proxy_env: proxy_env(),
+        },
+        sync_period: flags.sync_period,
+        workload_rate_limit: RateLimit {
+            qps: flags.clustercache_client_qps,
+            burst: flags.clustercache_client_burst,
+        },
+    }
 }
 
 /// The Lease this replica competes for: CAPD's name, in `$POD_NAMESPACE` (CAPD's Deployment
@@ -337,21 +353,30 @@ fn proxy_env() -> Vec<String> {
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl+C; SIGTERM is caught from the
-/// call on, before the future is first polled.
+/// call on, before the future is first polled. A second signal exits at once with status 1, as
+/// controller-runtime's handler does.
 fn terminated() -> impl Future<Output = ()> + Send + 'static {
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     async move {
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
+        let mut term = match term {
+            Ok(term) => term,
             Err(e) => {
                 warn!(error = %e, "cannot listen for SIGTERM; only Ctrl+C stops the manager");
                 let _ = tokio::signal::ctrl_c().await;
+                return;
             }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            warn!("second termination signal: exiting at once");
+            std::process::exit(1);
+        });
     }
 }

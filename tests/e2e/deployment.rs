@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use crate::support::access::{
-    ClusterRbac, allow_metrics, scrape, service_account_token, wait_allowed, wait_authenticated,
+    ClusterRbac, MetricsTokens, scrape, service_account_token, trusting_client, wait_authenticated,
 };
 use crate::support::manager::{ManagerProcess, sample_sum};
 use crate::support::webhook::{Pki, Registration, wait_until_active};
@@ -78,22 +78,9 @@ async fn capds_deployment_arguments_start_a_manager_that_serves_and_leads() {
 
     // Secure metrics: a token allowed to get /metrics reads controller-runtime's series; one
     // that is not gets 403; none gets 401.
-    let reader = service_account_token(&ctx, "reader").await;
-    let stranger = service_account_token(&ctx, "stranger").await;
-    allow_metrics(&ctx.kube, &rbac.name, &ctx.namespace, "reader").await;
-    wait_allowed(
-        &ctx.kube,
-        &format!("system:serviceaccount:{}:reader", ctx.namespace),
-        &ctx.namespace,
-    )
-    .await;
-    wait_authenticated(&ctx.kube, &reader).await;
-    wait_authenticated(&ctx.kube, &stranger).await;
-    // The diagnostics certificate is self-signed (as CAPD's): accepted in this test only.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let MetricsTokens { reader, stranger } = MetricsTokens::mint(&ctx, &rbac).await;
+    // The diagnostics certificate is self-signed (as CAPD's).
+    let client = trusting_client();
     let url = format!("https://127.0.0.1:{}/metrics", manager.diagnostics_port);
     let (status, _, body) = scrape(&client, &url, Some(&reader)).await;
     assert_eq!(status, 200, "{body}");

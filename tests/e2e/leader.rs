@@ -2,19 +2,17 @@
 //! a SIGKILLed leader is replaced within the lease, with nothing made or run twice; a SIGTERMed
 //! leader hands over at once; a leader that cannot renew stops and exits non-zero.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capd::api::DockerMachine;
 use capd::leader::LEASE_NAME;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
-use crate::support::capi::{SENTINEL, cluster, condition, machine, node_sh};
+use crate::support::access::trusting_client;
+use crate::support::capi::{SENTINEL, cluster, condition, kubeconfig_secret, machine, node_sh};
 use crate::support::manager::{ManagerProcess, sample_sum};
 use crate::support::webhook::Pki;
 use crate::support::{TestContext, control_plane, crds, wait_for, wait_gone};
@@ -100,10 +98,7 @@ async fn admits(manager: &ManagerProcess) -> bool {
             "object": {"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta2", "kind": "DockerMachine",
                        "metadata": {"name": "m", "namespace": "ns"}, "spec": {}}}
     });
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let client = trusting_client();
     let url = format!(
         "https://127.0.0.1:{}/validate-infrastructure-cluster-x-k8s-io-v1beta2-dockermachine",
         manager.webhook_port
@@ -139,22 +134,7 @@ async fn one_leader_reconciles_and_a_killed_one_is_replaced_without_duplicates()
     cluster(&ctx, &cluster_name, false, false).await;
     let mut kubeconfig = std::fs::read(&control_plane::control_plane().kubeconfig).unwrap();
     kubeconfig.extend_from_slice(format!("\n# {marker}\n").as_bytes());
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{cluster_name}-kubeconfig")),
-            labels: Some(BTreeMap::from([(
-                "cluster.x-k8s.io/cluster-name".to_owned(),
-                cluster_name.clone(),
-            )])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([("value".into(), ByteString(kubeconfig))])),
-        ..Default::default()
-    };
-    ctx.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    kubeconfig_secret(&ctx, &cluster_name, kubeconfig).await;
     let step = |n: u8| format!("echo {n} >> /var/capd-rs-test-steps");
     let cloud_config = format!(
         "#cloud-config\nwrite_files:\n- path: /etc/capd-rs-test/secret\n  content: {marker}\nruncmd:\n- {}\n- sleep 2\n- {}\n- sleep 2\n- {}\n- {SENTINEL}\n",

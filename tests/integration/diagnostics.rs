@@ -13,9 +13,7 @@ use kube::api::Api;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use crate::support::access::{
-    ClusterRbac, allow_metrics, scrape, service_account_token, wait_allowed, wait_authenticated,
-};
+use crate::support::access::{ClusterRbac, MetricsTokens, scrape, trusting_client};
 use crate::support::{TestContext, wait_gone};
 
 /// The diagnostics server in the test's runtime; stopped by [`Server::stop`] or on drop.
@@ -83,19 +81,8 @@ async fn secure_metrics_need_a_token_allowed_to_get_metrics() {
         cert: ServingCert::SelfSigned,
     });
 
-    let reader = service_account_token(&ctx, "reader").await;
-    let stranger = service_account_token(&ctx, "stranger").await;
-    allow_metrics(&ctx.kube, &rbac.name, &ctx.namespace, "reader").await;
-    let reader_user = format!("system:serviceaccount:{}:reader", ctx.namespace);
-    wait_allowed(&ctx.kube, &reader_user, &ctx.namespace).await;
-    wait_authenticated(&ctx.kube, &reader).await;
-    wait_authenticated(&ctx.kube, &stranger).await;
-
-    // The self-signed certificate is accepted in this test only.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let MetricsTokens { reader, stranger } = MetricsTokens::mint(&ctx, &rbac).await;
+    let client = trusting_client();
     let url = format!("https://127.0.0.1:{}/metrics", server.port);
 
     let (status, content_type, body) = scrape(&client, &url, Some(&reader)).await;

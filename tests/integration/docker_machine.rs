@@ -14,8 +14,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::capi::{
-    SENTINEL, TIMEOUT, cluster, condition, container, machine, machine_with_spec, node_sh,
-    wait_condition, worker_of_new_cluster,
+    SENTINEL, TIMEOUT, cluster, condition, container, kubeconfig_secret, machine,
+    machine_with_spec, node_sh, wait_condition, worker_of_new_cluster,
 };
 use crate::support::controller::RunningControllers;
 use crate::support::docker::NODE_IMAGE;
@@ -615,25 +615,7 @@ async fn the_workload_node_gets_its_provider_id_and_addresses() {
     // the workload cluster); its watch wakes the machine.
     let kubeconfig =
         std::fs::read(&crate::support::control_plane::control_plane().kubeconfig).unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{cluster_name}-kubeconfig")),
-            labels: Some(BTreeMap::from([(
-                "cluster.x-k8s.io/cluster-name".to_owned(),
-                cluster_name.clone(),
-            )])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "value".to_owned(),
-            ByteString(kubeconfig),
-        )])),
-        ..Default::default()
-    };
-    ctx.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    kubeconfig_secret(&ctx, &cluster_name, kubeconfig).await;
     let node = wait_for("the Node to be initialized", TIMEOUT, || async {
         let node = nodes.get(&name).await.ok()?;
         let spec = node.spec.clone()?;

@@ -187,3 +187,36 @@ pub async fn scrape(
         .to_owned();
     (status, content_type, response.text().await.unwrap())
 }
+
+/// Two ServiceAccount tokens of a test's namespace, ready to use against the apiserver: one
+/// allowed to `get` `/metrics` (through the ClusterRole and binding `rbac`), one not.
+pub struct MetricsTokens {
+    /// The token of `reader`, allowed.
+    pub reader: String,
+    /// The token of `stranger`, not allowed.
+    pub stranger: String,
+}
+
+impl MetricsTokens {
+    /// Creates both ServiceAccounts and the grant, and waits until the apiserver authenticates
+    /// both tokens and authorizes the reader.
+    pub async fn mint(ctx: &TestContext, rbac: &ClusterRbac) -> Self {
+        let reader = service_account_token(ctx, "reader").await;
+        let stranger = service_account_token(ctx, "stranger").await;
+        allow_metrics(&ctx.kube, &rbac.name, &ctx.namespace, "reader").await;
+        let reader_user = format!("system:serviceaccount:{}:reader", ctx.namespace);
+        wait_allowed(&ctx.kube, &reader_user, &ctx.namespace).await;
+        wait_authenticated(&ctx.kube, &reader).await;
+        wait_authenticated(&ctx.kube, &stranger).await;
+        Self { reader, stranger }
+    }
+}
+
+/// An HTTP client for a server with a self-signed certificate (the diagnostics server's
+/// default), accepting it: for tests only.
+pub fn trusting_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("an HTTP client")
+}

@@ -154,6 +154,30 @@ pub async fn machine_with_spec(
         .expect("DockerMachine")
 }
 
+/// The workload cluster's kubeconfig Secret of `cluster`, as core CAPI writes it (key `value`,
+/// the cluster-name label).
+pub async fn kubeconfig_secret(ctx: &TestContext, cluster: &str, kubeconfig: Vec<u8>) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{cluster}-kubeconfig")),
+            labels: Some(BTreeMap::from([(
+                "cluster.x-k8s.io/cluster-name".to_owned(),
+                cluster.to_owned(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_owned(),
+            ByteString(kubeconfig),
+        )])),
+        ..Default::default()
+    };
+    ctx.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("the kubeconfig Secret");
+}
+
 /// A Cluster without a control-plane reference, and the name for a worker machine of it.
 pub async fn worker_of_new_cluster(ctx: &TestContext) -> (String, String) {
     let cluster_name = ctx.name("c");
