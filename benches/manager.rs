@@ -164,7 +164,7 @@ async fn round(n: usize, scrape_every_second: bool) -> Round {
 #[tokio::main]
 async fn main() {
     let n = machines();
-    println!("manager benchmark: the release manager process, {n} DockerMachines per round");
+    println!("manager benchmark: the manager process, {n} DockerMachines per round");
     for scrape in [false, true] {
         let r = round(n, scrape).await;
         let label = if scrape {

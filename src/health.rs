@@ -141,45 +141,28 @@ fn options(query: Option<&str>) -> (bool, Vec<&str>) {
     (verbose, exclude)
 }
 
-/// The `/healthz` and `/readyz` routes (with `/<kind>/<check>` for one check).
+/// The `/healthz` and `/readyz` routes (with `/<endpoint>/<check>` for one check).
 pub fn router(checks: Checks) -> Router {
-    let checks = Arc::new(checks);
     Router::new()
-        .route(
-            "/healthz",
-            get(
-                |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
-                    let (verbose, exclude) = options(q.as_deref());
-                    text(answer(&c.healthz, verbose, &exclude))
-                },
-            ),
-        )
-        .route(
-            "/readyz",
-            get(
-                |State(c): State<Arc<Checks>>, RawQuery(q): RawQuery| async move {
-                    let (verbose, exclude) = options(q.as_deref());
-                    text(answer(&c.readyz, verbose, &exclude))
-                },
-            ),
-        )
-        .route(
-            "/healthz/{check}",
-            get(
-                |State(c): State<Arc<Checks>>, Path(name): Path<String>| async move {
-                    text(answer_one(&c.healthz, &name))
-                },
-            ),
-        )
-        .route(
-            "/readyz/{check}",
-            get(
-                |State(c): State<Arc<Checks>>, Path(name): Path<String>| async move {
-                    text(answer_one(&c.readyz, &name))
-                },
-            ),
-        )
-        .with_state(checks)
+        .nest("/healthz", endpoint(checks.healthz))
+        .nest("/readyz", endpoint(checks.readyz))
+}
+
+/// One probe endpoint over `checks`: all of them at its root, one by name below it.
+fn endpoint(checks: Vec<Check>) -> Router {
+    Router::new()
+        .route("/", get(probe_all))
+        .route("/{check}", get(probe_one))
+        .with_state(Arc::new(checks))
+}
+
+async fn probe_all(State(checks): State<Arc<Vec<Check>>>, RawQuery(query): RawQuery) -> Response {
+    let (verbose, exclude) = options(query.as_deref());
+    text(answer(&checks, verbose, &exclude))
+}
+
+async fn probe_one(State(checks): State<Arc<Vec<Check>>>, Path(name): Path<String>) -> Response {
+    text(answer_one(&checks, &name))
 }
 
 /// Serves [`router`] on `listener` (plain HTTP) until `shutdown` resolves.
@@ -244,6 +227,44 @@ mod tests {
         controllers.pass();
         assert_eq!(answer_one(&checks, "controllers").0, StatusCode::OK);
         assert_eq!(answer_one(&checks, "nothing").0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn both_endpoints_answer_over_http() {
+        use tower::ServiceExt;
+        let webhook = Check::failing("webhook", "not serving yet");
+        let controllers = Check::failing("controllers", "caches not synced");
+        webhook.pass();
+        let app = router(Checks {
+            healthz: vec![webhook.clone()],
+            readyz: vec![webhook, controllers],
+        });
+        let get = |uri: &str| {
+            let request = axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        assert_eq!(get("/healthz").await, (StatusCode::OK, "ok".into()));
+        assert_eq!(get("/readyz").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(get("/readyz/webhook").await, (StatusCode::OK, "ok".into()));
+        assert_eq!(
+            get("/readyz/controllers").await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error: caches not synced\n".into()
+            )
+        );
+        assert_eq!(get("/readyz?exclude=controllers").await.0, StatusCode::OK);
+        assert_eq!(get("/other").await.0, StatusCode::NOT_FOUND);
     }
 
     #[test]
