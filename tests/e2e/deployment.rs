@@ -38,16 +38,17 @@ async fn capds_deployment_arguments_start_a_manager_that_serves_and_leads() {
         name: ctx.name("metrics-reader"),
     };
     let pki = Pki::mint("e2e-capd-args-ca");
-    // A Deployment mounts the webhook certificate and sets POD_NAMESPACE; the rest is CAPD's.
+    // A Deployment mounts the webhook certificate and sets POD_NAMESPACE; the rest is CAPD's,
+    // including its empty DOCKER_HOST (the default socket), unless the tests' engine is elsewhere.
     let args = capd_deployment_args();
-    let mut manager = ManagerProcess::start_as_deployed(
-        &pki,
-        &args,
-        &[
-            ("POD_NAMESPACE", ctx.namespace.as_str()),
-            ("POD_NAME", "capd-rs-controller-manager-0"),
-        ],
-    );
+    let mut env = vec![
+        ("POD_NAMESPACE", ctx.namespace.as_str()),
+        ("POD_NAME", "capd-rs-controller-manager-0"),
+    ];
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        env.push(("DOCKER_HOST", ""));
+    }
+    let mut manager = ManagerProcess::start_as_deployed(&pki, &args, &env);
     manager
         .wait_healthy("/healthz", Duration::from_secs(60))
         .await;
