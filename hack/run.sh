@@ -86,17 +86,12 @@ if ! docker image inspect "$lb_image" >/dev/null 2>&1 && ! timeout 120 docker pu
   log "cannot pull $lb_image: tagged the local capd-rs-test/haproxy:local as $lb_image"
 fi
 
-# The webhooks: a local CA and serving certificate for 127.0.0.1, and the committed webhook
+# The webhooks: a local CA and serving certificate for 127.0.0.1 (certs/generate.sh; a new
+# serving certificate when it is missing or expires within 30 days), and the committed webhook
 # configurations pointed at the manager on this machine instead of the in-cluster Service.
 certs="$state/webhook-certs"
-if [[ ! -s "$certs/tls.crt" ]]; then
-  mkdir -p "$certs"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=capd-rs-local-ca \
-    -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj /CN=capd-rs-webhook \
-    -keyout "$certs/tls.key" -out "$certs/tls.csr" 2>/dev/null
-  openssl x509 -req -in "$certs/tls.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial \
-    -days 3650 -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost') -out "$certs/tls.crt" 2>/dev/null
+if [[ ! -s "$certs/tls.key" ]] || ! openssl x509 -checkend $((30 * 86400)) -noout -in "$certs/tls.crt" >/dev/null 2>&1; then
+  bash certs/generate.sh "$certs" >/dev/null
 fi
 ca_bundle=$(base64 -w0 <"$certs/ca.crt")
 sed -e '/^    service:$/d' -e '/^      name: webhook-service$/d' -e '/^      namespace: system$/d' \

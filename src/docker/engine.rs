@@ -39,7 +39,12 @@ impl Engine {
     /// Connects to the engine at `DOCKER_HOST` (or the default socket) and negotiates the API
     /// version. Fails when the engine does not answer.
     pub async fn connect() -> Result<Self, DockerError> {
-        let docker = Docker::connect_with_defaults().map_err(convert)?;
+        let docker = match docker_host(std::env::var("DOCKER_HOST").ok()) {
+            Some(_) => Docker::connect_with_defaults(),
+            // bollard would refuse an empty DOCKER_HOST as an unknown scheme.
+            None => Docker::connect_with_unix_defaults(),
+        }
+        .map_err(convert)?;
         Ok(Self {
             docker: docker.negotiate_version().await.map_err(convert)?,
         })
@@ -658,9 +663,27 @@ fn progress_text(detail: bollard::models::ProgressDetail) -> String {
     }
 }
 
+/// The engine address `DOCKER_HOST` names, or `None` for the default socket. Empty counts as
+/// unset, as in Go's Docker client: CAPD's Deployment (and capd-rs's, by default) sets
+/// `DOCKER_HOST: ""`.
+fn docker_host(value: Option<String>) -> Option<String> {
+    value.filter(|host| !host.trim().is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_docker_host_means_the_default_socket() {
+        assert_eq!(docker_host(None), None);
+        assert_eq!(docker_host(Some(String::new())), None);
+        assert_eq!(docker_host(Some(" ".into())), None);
+        assert_eq!(
+            docker_host(Some("tcp://docker:2375".into())).as_deref(),
+            Some("tcp://docker:2375")
+        );
+    }
 
     #[test]
     fn only_the_current_run_of_a_restarted_container_is_read() {

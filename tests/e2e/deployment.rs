@@ -11,11 +11,12 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use crate::support::access::{
-    ClusterRbac, MetricsTokens, scrape, service_account_token, trusting_client, wait_authenticated,
+    ClusterRbac, MetricsTokens, scrape, service_account_token, token_kubeconfig, trusting_client,
+    wait_authenticated,
 };
 use crate::support::manager::{ManagerProcess, sample_sum};
 use crate::support::webhook::{Pki, Registration, wait_until_active};
-use crate::support::{TestContext, control_plane, crds, kubectl_async, wait_for};
+use crate::support::{TestContext, crds, kubectl_async, wait_for};
 
 /// CAPD v1.14.0's manager container arguments, as clusterctl renders them.
 fn capd_deployment_args() -> Vec<String> {
@@ -38,16 +39,17 @@ async fn capds_deployment_arguments_start_a_manager_that_serves_and_leads() {
         name: ctx.name("metrics-reader"),
     };
     let pki = Pki::mint("e2e-capd-args-ca");
-    // A Deployment mounts the webhook certificate and sets POD_NAMESPACE; the rest is CAPD's.
+    // A Deployment mounts the webhook certificate and sets POD_NAMESPACE; the rest is CAPD's,
+    // including its empty DOCKER_HOST (the default socket), unless the tests' engine is elsewhere.
     let args = capd_deployment_args();
-    let mut manager = ManagerProcess::start_as_deployed(
-        &pki,
-        &args,
-        &[
-            ("POD_NAMESPACE", ctx.namespace.as_str()),
-            ("POD_NAME", "capd-rs-controller-manager-0"),
-        ],
-    );
+    let mut env = vec![
+        ("POD_NAMESPACE", ctx.namespace.as_str()),
+        ("POD_NAME", "capd-rs-controller-manager-0"),
+    ];
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        env.push(("DOCKER_HOST", ""));
+    }
+    let mut manager = ManagerProcess::start_as_deployed(&pki, &args, &env);
     manager
         .wait_healthy("/healthz", Duration::from_secs(60))
         .await;
@@ -234,18 +236,7 @@ async fn readyz_waits_until_the_controllers_caches_are_filled() {
     )
     .await;
     wait_authenticated(&ctx.kube, &token).await;
-    let cp = control_plane::control_plane();
-    let admin = std::fs::read_to_string(&cp.kubeconfig).unwrap();
-    let ca = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
-        .expect("the test kubeconfig's CA")
-        .trim()
-        .to_owned();
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: '{}', certificate-authority-data: {ca}}}\nusers:\n- name: manager\n  user: {{token: '{token}'}}\ncontexts:\n- name: manager\n  context: {{cluster: test, user: manager, namespace: '{}'}}\ncurrent-context: manager\n",
-        cp.server, ctx.namespace
-    );
+    let kubeconfig = token_kubeconfig(&token, &ctx.namespace);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();

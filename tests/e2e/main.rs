@@ -7,3 +7,4 @@ mod support;
 mod deployment;
 mod leader;
 mod manager;
+mod rbac;

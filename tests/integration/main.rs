@@ -11,5 +11,6 @@ mod diagnostics;
 mod docker_cluster;
 mod docker_machine;
 mod node_bootstrap;
+mod packaging;
 mod smoke;
 mod webhooks;

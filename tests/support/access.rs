@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use super::{TestContext, kubectl, wait_for};
+use super::{TestContext, control_plane, kubectl, wait_for};
 
 /// Cluster-scoped RBAC objects a test creates (a namespace's deletion does not take them);
 /// deleted on drop, also when the test fails halfway.
@@ -219,4 +219,21 @@ pub fn trusting_client() -> reqwest::Client {
         .danger_accept_invalid_certs(true)
         .build()
         .expect("an HTTP client")
+}
+
+/// A kubeconfig for the test control plane that authenticates with `token` (a ServiceAccount's),
+/// with `namespace` as its default namespace.
+pub fn token_kubeconfig(token: &str, namespace: &str) -> String {
+    let cp = control_plane::control_plane();
+    let admin = std::fs::read_to_string(&cp.kubeconfig).unwrap();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+        .expect("the test kubeconfig's CA")
+        .trim()
+        .to_owned();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: '{}', certificate-authority-data: {ca}}}\nusers:\n- name: sa\n  user: {{token: '{token}'}}\ncontexts:\n- name: sa\n  context: {{cluster: test, user: sa, namespace: '{namespace}'}}\ncurrent-context: sa\n",
+        cp.server
+    )
 }

@@ -8,11 +8,13 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod access;
+pub mod bundle;
 pub mod capi;
 pub mod control_plane;
 pub mod controller;
 pub mod crds;
 pub mod docker;
+pub mod envsubst;
 pub mod manager;
 pub mod setup;
 pub mod webhook;

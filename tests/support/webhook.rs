@@ -76,7 +76,7 @@ pub struct WebhookServer {
     pub port: u16,
     /// The directory of its certificate files (kubelet layout).
     pub cert_dir: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -90,10 +90,25 @@ impl WebhookServer {
     pub fn start_with(pki: &Pki, features: Features, tls: TlsOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         pki.install(dir.path());
+        Self::serve(dir.path().to_owned(), Some(dir), features, tls)
+    }
+
+    /// Starts the server on the `tls.crt` and `tls.key` already in `dir`, reloading them every
+    /// 100 ms, as a manager started with `--webhook-cert-dir=<dir>`.
+    pub fn start_in_dir(dir: &Path, features: Features) -> Self {
+        Self::serve(dir.to_owned(), None, features, TlsOptions::default())
+    }
+
+    fn serve(
+        cert_dir: PathBuf,
+        owned: Option<tempfile::TempDir>,
+        features: Features,
+        tls: TlsOptions,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let files = CertFiles::in_dir(dir.path(), "tls.crt", "tls.key");
+        let files = CertFiles::in_dir(&cert_dir, "tls.crt", "tls.key");
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
@@ -111,8 +126,8 @@ impl WebhookServer {
         });
         Self {
             port,
-            cert_dir: dir.path().to_owned(),
-            _dir: dir,
+            cert_dir,
+            _dir: owned,
             stop: Some(stop),
         }
     }
