@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crds;
 pub mod docker;
 pub mod manager;
+pub mod netns;
 pub mod process;
 pub mod setup;
 pub mod webhook;
