@@ -9,6 +9,8 @@
 
 pub mod access;
 pub mod capi;
+pub mod cert_manager;
+pub mod cluster_api;
 pub mod control_plane;
 pub mod controller;
 pub mod crds;
