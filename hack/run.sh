@@ -19,7 +19,7 @@ etcd_port=$((LOCAL_API_PORT + 1)) etcd_peer_port=$((LOCAL_API_PORT + 2))
 state="$CAPD_RS_CACHE/local"
 mkdir -p "$state/certs"
 
-bins=$(bash hack/setup.sh)
+bins=$(bash hack/setup.sh --without-tools)
 log "building the manager"
 cargo build --quiet --bin manager
 

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod capi_tools;
 mod crds;
 mod diagnostics;
 mod docker_cluster;

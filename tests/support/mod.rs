@@ -10,12 +10,16 @@
 pub mod access;
 pub mod bundle;
 pub mod capi;
+pub mod cert_manager;
+pub mod cluster_api;
 pub mod control_plane;
 pub mod controller;
 pub mod crds;
 pub mod docker;
 pub mod envsubst;
 pub mod manager;
+pub mod netns;
+pub mod process;
 pub mod setup;
 pub mod webhook;
 
@@ -129,27 +133,7 @@ pub fn kubectl(args: &[&str]) -> (bool, String, String) {
 
 /// Runs `kubectl` with `input` on its standard input; returns (success, stdout, stderr).
 pub fn kubectl_stdin(args: &[&str], input: &str) -> (bool, String, String) {
-    use std::io::Write as _;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&control_plane::control_plane().kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl");
-    let mut stdin = child.stdin.take().expect("kubectl stdin");
-    stdin
-        .write_all(input.as_bytes())
-        .expect("writing to kubectl");
-    drop(stdin);
-    let out = child.wait_with_output().expect("waiting for kubectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    control_plane::control_plane().kubectl(args, input)
 }
 
 /// [`kubectl_stdin`] off the async runtime, so servers in the test's runtime keep answering.
@@ -197,10 +181,13 @@ where
 
 /// A minimal HTTP/1.0 GET on loopback `port`; `None` while nothing answers.
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_at(([127, 0, 0, 1], port).into(), path).await
+}
+
+/// A minimal HTTP/1.0 GET on `addr`; `None` while nothing answers.
+pub async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
         .await

@@ -1,9 +1,11 @@
 //! Runs the repository's setup scripts once per test binary, so `cargo test` works on its own:
-//! the Docker engine and network, the test images, and the control-plane binaries.
+//! the Docker engine and network, the test images, the control-plane binaries, and the real
+//! Cluster API and cert-manager programs (`hack/tools.sh`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
@@ -14,9 +16,15 @@ pub fn repo_root() -> &'static Path {
 
 /// Runs `hack/<script>` and returns its standard output; its progress lines pass through.
 fn run_script(script: &str) -> Result<String> {
+    run_script_with(script, &[])
+}
+
+/// Runs `hack/<script> <args>` and returns its standard output; its progress lines pass through.
+fn run_script_with(script: &str, args: &[&str]) -> Result<String> {
     let path = repo_root().join("hack").join(script);
     let output = Command::new("bash")
         .arg(&path)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", path.display()))?;
@@ -33,6 +41,44 @@ fn run_script(script: &str) -> Result<String> {
 /// The directory holding `kube-apiserver` and `etcd` (built or taken from `KUBEBUILDER_ASSETS`).
 pub fn control_plane_binaries() -> Result<PathBuf> {
     Ok(PathBuf::from(run_script("control-plane.sh")?))
+}
+
+/// A tool `hack/tools.sh` provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tool {
+    /// `clusterctl`.
+    Clusterctl,
+    /// Cluster API's core, kubeadm bootstrap and kubeadm control-plane managers, with their CRDs
+    /// and webhook manifests.
+    ClusterApi,
+    /// cert-manager's controller and cainjector, with its CRDs.
+    CertManager,
+}
+
+impl Tool {
+    fn arg(self) -> &'static str {
+        match self {
+            Tool::Clusterctl => "clusterctl",
+            Tool::ClusterApi => "capi",
+            Tool::CertManager => "cert-manager",
+        }
+    }
+}
+
+/// The directory of `tool` (layout: `hack/tools.sh --help`): built once and cached, or taken from
+/// `CAPD_RS_TOOLS`. Asked once per test binary; a failure is kept and reported to every caller.
+pub fn tools(tool: Tool) -> Result<PathBuf> {
+    static DIRS: Mutex<BTreeMap<&'static str, Result<PathBuf, String>>> =
+        Mutex::new(BTreeMap::new());
+    // Held while building, so parallel tests wait for one build instead of racing for the lock.
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = dirs.entry(tool.arg()).or_insert_with(|| {
+        run_script_with("tools.sh", &[tool.arg()])
+            .map(PathBuf::from)
+            .map_err(|e| format!("{e:#}"))
+    });
+    dir.clone()
+        .map_err(|e| anyhow::anyhow!("{} is not available: {e}", tool.arg()))
 }
 
 /// Makes sure the Docker engine answers, the `kind` network exists and the test images are built.

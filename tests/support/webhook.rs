@@ -2,7 +2,7 @@
 //! in-process on a loopback port, and the committed webhook configurations registered in the
 //! test apiserver as URL webhooks limited to the test's namespace.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,12 @@ pub struct Pki {
 impl Pki {
     /// Mints a new CA named `ca_name` and a serving certificate signed by it.
     pub fn mint(ca_name: &str) -> Self {
+        Self::mint_for(ca_name, &["localhost"], &[[127, 0, 0, 1].into()])
+    }
+
+    /// Mints a new CA named `ca_name` and a serving certificate signed by it for `dns_names` and
+    /// `ips` (a webhook behind a Service is called as `<service>.<namespace>.svc`).
+    pub fn mint_for(ca_name: &str, dns_names: &[&str], ips: &[IpAddr]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,9 +42,13 @@ impl Pki {
         let issuer = Issuer::new(ca, ca_key);
 
         let key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let names = dns_names
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<Vec<_>>();
+        let mut leaf = CertificateParams::new(names).unwrap();
         leaf.subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         leaf.distinguished_name
             .push(DnType::CommonName, "capd-rs-webhook-test");
         let cert_pem = leaf.signed_by(&key, &issuer).unwrap().pem();
@@ -72,7 +82,7 @@ impl Pki {
 
 /// The capd-rs webhook server running in the test's runtime; stops when dropped.
 pub struct WebhookServer {
-    /// The loopback port it listens on.
+    /// The port it listens on (on 127.0.0.1 unless started with [`WebhookServer::start_on`]).
     pub port: u16,
     /// The directory of its certificate files (kubelet layout).
     pub cert_dir: PathBuf,
@@ -88,15 +98,28 @@ impl WebhookServer {
 
     /// [`WebhookServer::start`] under the TLS options `tls`.
     pub fn start_with(pki: &Pki, features: Features, tls: TlsOptions) -> Self {
+        Self::start_on(pki, features, tls, [127, 0, 0, 1].into())
+    }
+
+    /// [`WebhookServer::start_with`] listening on a free port of `addr` (a test host's address,
+    /// say) instead of 127.0.0.1.
+    pub fn start_on(pki: &Pki, features: Features, tls: TlsOptions, addr: IpAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         pki.install(dir.path());
-        Self::serve(dir.path().to_owned(), Some(dir), features, tls)
+        Self::serve(dir.path().to_owned(), Some(dir), features, tls, addr)
     }
 
     /// Starts the server on the `tls.crt` and `tls.key` already in `dir`, reloading them every
     /// 100 ms, as a manager started with `--webhook-cert-dir=<dir>`.
     pub fn start_in_dir(dir: &Path, features: Features) -> Self {
-        Self::serve(dir.to_owned(), None, features, TlsOptions::default())
+        let loopback = [127, 0, 0, 1].into();
+        Self::serve(
+            dir.to_owned(),
+            None,
+            features,
+            TlsOptions::default(),
+            loopback,
+        )
     }
 
     fn serve(
@@ -104,8 +127,9 @@ impl WebhookServer {
         owned: Option<tempfile::TempDir>,
         features: Features,
         tls: TlsOptions,
+        addr: IpAddr,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((addr, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let files = CertFiles::in_dir(&cert_dir, "tls.crt", "tls.key");
@@ -150,6 +174,31 @@ impl Registration {
     /// Registers `config/webhook/manifests.yaml` with every webhook pointed at
     /// `https://127.0.0.1:<port><path>`, trusting `ca_pem`, and limited to the test's namespace.
     pub fn register(ctx: &TestContext, port: u16, ca_pem: &str) -> Self {
+        Self::register_with(
+            ctx,
+            ca_pem,
+            |path| json!({"url": format!("https://127.0.0.1:{port}{path}")}),
+        )
+    }
+
+    /// Registers `config/webhook/manifests.yaml` as clusterctl installs it, every webhook behind
+    /// Service `service` of the test's namespace on port 443 (as `<service>.<namespace>.svc`),
+    /// trusting `ca_pem`, and limited to the test's namespace.
+    pub fn register_service(ctx: &TestContext, service: &str, ca_pem: &str) -> Self {
+        Self::register_with(
+            ctx,
+            ca_pem,
+            |path| json!({"service": {"name": service, "namespace": ctx.namespace, "port": 443, "path": path}}),
+        )
+    }
+
+    /// Registers `config/webhook/manifests.yaml` with each webhook's `clientConfig` from
+    /// `client_config(path)` plus `caBundle`, limited to the test's namespace.
+    fn register_with(
+        ctx: &TestContext,
+        ca_pem: &str,
+        client_config: impl Fn(&str) -> Value,
+    ) -> Self {
         let manifests = std::fs::read_to_string(
             super::setup::repo_root().join("config/webhook/manifests.yaml"),
         )
@@ -170,8 +219,8 @@ impl Registration {
                     .as_str()
                     .unwrap()
                     .to_owned();
-                webhook["clientConfig"] =
-                    json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca});
+                webhook["clientConfig"] = client_config(&path);
+                webhook["clientConfig"]["caBundle"] = json!(ca);
                 webhook["namespaceSelector"] =
                     json!({"matchLabels": {"kubernetes.io/metadata.name": ctx.namespace}});
                 webhook["timeoutSeconds"] = json!(10);
