@@ -17,6 +17,9 @@
 #                  capi-kubeadm-control-plane-manager          (.../controlplane/kubeadm)
 #                  cluster-api/{core,bootstrap/kubeadm,controlplane/kubeadm}/config/  (as in the module:
 #                      crd/bases/*.yaml, crd/kustomization.yaml (its labels), webhook/manifests.yaml)
+#                  cluster-api/release/  Cluster API's release assets, as its `make release-manifests`
+#                      builds them (kustomize of each config/default): core-components.yaml,
+#                      bootstrap-components.yaml, control-plane-components.yaml, metadata.yaml
 #   cert-manager   cert-manager-controller, cert-manager-cainjector
 #                  cert-manager/crds/*.yaml                    (deploy/crds/ without Helm lines)
 #
@@ -36,7 +39,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Newer cert-manager releases moved cmd/* into their own modules: this recipe builds v1.11.x only.
 : "${CERT_MANAGER_VERSION:=v1.11.5}"
 # Bump when a build below changes what it produces, so stale caches are rebuilt.
-readonly BUILD_RECIPE=1
+readonly BUILD_RECIPE=2
 readonly CAPI_COMPONENTS=(core bootstrap/kubeadm controlplane/kubeadm)
 
 # The files that make a tool's directory complete.
@@ -49,6 +52,7 @@ tool_files() {
       echo "cluster-api/$c/config/crd/bases" "cluster-api/$c/config/crd/kustomization.yaml"
       echo "cluster-api/$c/config/webhook/manifests.yaml"
     done
+    echo cluster-api/release/{core,bootstrap,control-plane}-components.yaml cluster-api/release/metadata.yaml
     ;;
   cert-manager) echo cert-manager-controller cert-manager-cainjector cert-manager/crds ;;
   esac
@@ -240,6 +244,13 @@ build_capi() {
     copy_from_module "$capi_dir/$c/config/crd/kustomization.yaml" "$out/cluster-api/$c/config/crd/kustomization.yaml"
     copy_from_module "$capi_dir/$c/config/webhook/manifests.yaml" "$out/cluster-api/$c/config/webhook/manifests.yaml"
   done
+  # The release assets clusterctl installs from (CAPI's `make release-manifests`).
+  local release="$out/cluster-api/release"
+  mkdir -p "$release"
+  kubectl kustomize "$capi_dir/core/config/default" >"$release/core-components.yaml"
+  kubectl kustomize "$capi_dir/bootstrap/kubeadm/config/default" >"$release/bootstrap-components.yaml"
+  kubectl kustomize "$capi_dir/controlplane/kubeadm/config/default" >"$release/control-plane-components.yaml"
+  cp "$capi_dir/metadata.yaml" "$release/metadata.yaml"
   install_tool "$out" capi
 }
 
