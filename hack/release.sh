@@ -10,7 +10,8 @@
 #
 #   VERSION  the release, v-prefixed semver as clusterctl wants it (v0.1.0, v0.1.1-rc.1); its
 #            major.minor must have a release series in metadata.yaml
-#   IMAGE    the manager image: REPOSITORY (tagged VERSION), REPOSITORY:TAG or REPOSITORY@DIGEST
+#   IMAGE    the manager image: REPOSITORY (tagged VERSION), REPOSITORY:TAG or REPOSITORY@DIGEST;
+#            written canonical (capd-rs becomes docker.io/library/capd-rs), as clusterctl needs
 #   OUT      the output directory without --local-repository (default out/)
 #
 # Prints the files it wrote, one per line; progress and errors go to standard error.
@@ -24,7 +25,7 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -81,6 +82,20 @@ elif [[ "${image##*/}" == *:* ]]; then
 else
   # An image tag cannot hold semver's "+" (build metadata): "_" stands for it, as in kind's tags.
   image_name="$image" image_field="newTag: ${version//+/_}" image="$image:${version//+/_}"
+fi
+# clusterctl refuses image names that are not canonical ("repository name must be canonical"):
+# write them as Docker normalizes them (docker.io, and library/ for an official-style name).
+first="${image_name%%/*}"
+if [[ "$image_name" != */* ]]; then
+  canonical="docker.io/library/$image_name"
+elif [[ "$first" == *.* || "$first" == *:* || "$first" == localhost ]]; then
+  canonical="$image_name"
+else
+  canonical="docker.io/$image_name"
+fi
+if [[ "$canonical" != "$image_name" ]]; then
+  log "IMAGE $image_name is written as $canonical: clusterctl needs canonical image names"
+  image="$canonical${image#"$image_name"}" image_name="$canonical"
 fi
 
 if [[ -n "$local_repository" ]]; then

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clusterctl;
 mod deployment;
 mod leader;
 mod manager;

@@ -1,0 +1,621 @@
+//! capd-rs as users install and drive it, with Cluster API's real tools: `clusterctl init` from a
+//! local repository (capd-rs's release next to Cluster API's own release assets) on a management
+//! cluster with cert-manager; every manager run from the Deployment clusterctl installed
+//! (`tests/support/kubelet.rs` plays the kubelet the test control plane lacks) and reached through
+//! the webhook Services as installed; `clusterctl generate cluster` for both flavors; a cluster
+//! driven by Cluster API's core, kubeadm bootstrap and kubeadm control-plane controllers through
+//! capd-rs; `clusterctl describe`; `clusterctl move` to a second management cluster; deletion.
+//!
+//! What cannot be real here: node containers run the test node image (privileged containers are
+//! refused), whose `kubeadm` only records its calls, so no workload control plane comes up;
+//! workers therefore wait for the control plane, as they would on a real cluster until
+//! `kubeadm init` has finished.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::support::TestContext;
+use crate::support::cert_manager::CertManager;
+use crate::support::control_plane::{OwnedControlPlane, kubectl_at, start_extra_async};
+use crate::support::controller_manager::aggregate_cluster_roles;
+use crate::support::docker::{HAPROXY_IMAGE, NODE_IMAGE};
+use crate::support::kubelet::{Pod, run_deployment};
+use crate::support::process::{WorkDir, wait_until};
+use crate::support::setup::{Tool, repo_root, tools};
+
+/// The Cluster API release the management clusters run.
+const CAPI_VERSION: &str = "v1.14.2";
+/// The capd-rs release written to the local repository.
+const VERSION: &str = "v0.1.0";
+/// The workload clusters' Kubernetes version (kind has an image for it).
+const KUBERNETES_VERSION: &str = "v1.34.2";
+/// The load-balancer image capd-rs runs by default (CAPD's), tagged from the local test image.
+const DEFAULT_LB_IMAGE: &str = "kindest/haproxy:v20230606-42a2262b";
+/// How long one step (an install, a machine's provisioning, a deletion) may take.
+const STEP: Duration = Duration::from_secs(180);
+
+/// The clusterctl local repository: capd-rs's release and Cluster API's, and a configuration
+/// file naming them.
+struct Repository {
+    dir: WorkDir,
+    config: PathBuf,
+}
+
+impl Repository {
+    fn write(capi_tools: &Path) -> Result<Self> {
+        let dir = WorkDir::new("capd-rs-clusterctl-repository-")?;
+        let release = Command::new("bash")
+            .arg(repo_root().join("hack/release.sh"))
+            .arg("--local-repository")
+            .arg(dir.path())
+            .args([VERSION, "capd-rs-manager:e2e"])
+            .output()?;
+        if !release.status.success() {
+            bail!(
+                "hack/release.sh failed: {}",
+                String::from_utf8_lossy(&release.stderr)
+            );
+        }
+        let assets = capi_tools.join("cluster-api/release");
+        let mut providers = Vec::new();
+        for (label, file, name, kind) in [
+            (
+                "cluster-api",
+                "core-components.yaml",
+                "cluster-api",
+                "CoreProvider",
+            ),
+            (
+                "bootstrap-kubeadm",
+                "bootstrap-components.yaml",
+                "kubeadm",
+                "BootstrapProvider",
+            ),
+            (
+                "control-plane-kubeadm",
+                "control-plane-components.yaml",
+                "kubeadm",
+                "ControlPlaneProvider",
+            ),
+        ] {
+            let version_dir = dir.path().join(label).join(CAPI_VERSION);
+            std::fs::create_dir_all(&version_dir)?;
+            std::fs::copy(assets.join(file), version_dir.join(file))?;
+            std::fs::copy(
+                assets.join("metadata.yaml"),
+                version_dir.join("metadata.yaml"),
+            )?;
+            providers.push(format!(
+                "- name: {name}\n  type: {kind}\n  url: {}\n",
+                version_dir.join(file).display()
+            ));
+        }
+        providers.push(format!(
+            "- name: docker-rs\n  type: InfrastructureProvider\n  url: {}\n",
+            dir.path()
+                .join("infrastructure-docker-rs")
+                .join(VERSION)
+                .join("infrastructure-components.yaml")
+                .display()
+        ));
+        let config = dir.path().join("clusterctl-e2e.yaml");
+        std::fs::write(&config, format!("providers:\n{}", providers.concat()))?;
+        Ok(Self { dir, config })
+    }
+
+    /// Runs clusterctl with `args` against `kubeconfig`, as a user with this repository
+    /// configured; the variables are clusterctl's environment.
+    async fn clusterctl(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        variables: &[(&str, &str)],
+    ) -> (bool, String, String) {
+        let clusterctl = tools(Tool::Clusterctl)
+            .expect("clusterctl")
+            .join("clusterctl");
+        let mut command = tokio::process::Command::new(clusterctl);
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("CLUSTERCTL_DISABLE_VERSIONCHECK", "true")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
+            .env("GOPROXY", "off");
+        for (name, value) in variables {
+            command.env(name, value);
+        }
+        let output = command.output().await.expect("running clusterctl");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// A management cluster as `clusterctl init` makes one: a control plane of its own with
+/// cert-manager, Cluster API's three providers and capd-rs installed from the repository, and
+/// their managers running from the installed Deployments.
+struct Management {
+    pods: Vec<Pod>,
+    cert_manager: CertManager,
+    cp: OwnedControlPlane,
+}
+
+/// The providers' Deployments, and the local programs of their images.
+fn deployments(capi_tools: &Path) -> [(&'static str, &'static str, PathBuf); 4] {
+    [
+        (
+            "capi-system",
+            "capi-controller-manager",
+            capi_tools.join("capi-core-manager"),
+        ),
+        (
+            "capi-kubeadm-bootstrap-system",
+            "capi-kubeadm-bootstrap-controller-manager",
+            capi_tools.join("capi-kubeadm-bootstrap-manager"),
+        ),
+        (
+            "capi-kubeadm-control-plane-system",
+            "capi-kubeadm-control-plane-controller-manager",
+            capi_tools.join("capi-kubeadm-control-plane-manager"),
+        ),
+        (
+            "capd-rs-system",
+            "capd-rs-controller-manager",
+            PathBuf::from(env!("CARGO_BIN_EXE_manager")),
+        ),
+    ]
+}
+
+impl Management {
+    async fn install(repository: &Repository, capi_tools: &Path) -> Result<Self> {
+        let cp = start_extra_async().await?;
+        let mut cert_manager = CertManager::start(&cp).await?;
+        let init = format!("--core=cluster-api:{CAPI_VERSION}");
+        let (ok, out, err) = repository
+            .clusterctl(
+                &cp.kubeconfig,
+                &[
+                    "init",
+                    &init,
+                    &format!("--bootstrap=kubeadm:{CAPI_VERSION}"),
+                    &format!("--control-plane=kubeadm:{CAPI_VERSION}"),
+                    &format!("--infrastructure=docker-rs:{VERSION}"),
+                ],
+                &[
+                    ("CLUSTER_TOPOLOGY", "true"),
+                    // These machines refuse privileged containers.
+                    ("CAPD_RS_PRIVILEGED_NODES", "false"),
+                ],
+            )
+            .await;
+        if !ok {
+            bail!("clusterctl init failed:\n{out}\n{err}");
+        }
+        cert_manager.check_running()?;
+        // The test control plane has no kube-controller-manager: do its part. Cluster API's
+        // managers are bound to aggregated ClusterRoles, and clusterctl deleted its cert-manager
+        // probe namespace, which needs the namespace controller to go.
+        aggregate_cluster_roles(&cp.client().await?).await?;
+        finalize_namespace(&cp.kubeconfig, "cert-manager-test");
+        let mut pods = Vec::new();
+        for (namespace, name, binary) in deployments(capi_tools) {
+            let mut pod = run_deployment(&cp, namespace, name, &binary, STEP).await?;
+            pod.wait_ready(STEP).await?;
+            pods.push(pod);
+        }
+        Ok(Self {
+            pods,
+            cert_manager,
+            cp,
+        })
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        &self.cp.kubeconfig
+    }
+
+    async fn kubectl(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        self.cp.kubectl_async(args, input).await
+    }
+
+    /// The object of `resource` `namespace/name` as JSON, or `None` when it is not there.
+    async fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let (ok, out, _) = self
+            .kubectl(&["get", resource, name, "-n", namespace, "-o", "json"], "")
+            .await;
+        ok.then(|| serde_json::from_str(&out).ok()).flatten()
+    }
+
+    /// The items of `resource` in `namespace` carrying `selector`.
+    async fn list(&self, resource: &str, namespace: &str, selector: &str) -> Vec<Value> {
+        let (_, out, _) = self
+            .kubectl(
+                &[
+                    "get", resource, "-n", namespace, "-l", selector, "-o", "json",
+                ],
+                "",
+            )
+            .await;
+        serde_json::from_str::<Value>(&out)
+            .ok()
+            .and_then(|list| list["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Fails when a manager or cert-manager has exited.
+    fn check_running(&mut self) -> Result<()> {
+        self.cert_manager.check_running()?;
+        self.pods
+            .iter_mut()
+            .try_for_each(|pod| pod.process.check_running())
+    }
+}
+
+/// Removes the finalizers of a namespace left Terminating (as the namespace controller would
+/// once it is empty).
+fn finalize_namespace(kubeconfig: &Path, name: &str) {
+    let (ok, out, _) = kubectl_at(kubeconfig, &["get", "namespace", name, "-o", "json"], "");
+    if !ok {
+        return;
+    }
+    let Ok(mut namespace) = serde_json::from_str::<Value>(&out) else {
+        return;
+    };
+    namespace["spec"]["finalizers"] = Value::Array(Vec::new());
+    let _ = kubectl_at(
+        kubeconfig,
+        &[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{name}/finalize"),
+            "-f",
+            "-",
+        ],
+        &namespace.to_string(),
+    );
+}
+
+/// Condition `type_` of object `obj`, if set.
+fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// The names and IDs of the containers of workload cluster `cluster` (kind's label).
+fn containers(cluster: &str) -> Vec<(String, String)> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.x-k8s.kind.cluster={cluster}"),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ])
+        .output()
+        .expect("docker ps");
+    let mut found: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_owned(), i.to_owned()))
+        .collect();
+    found.sort();
+    found
+}
+
+/// What `script` prints when run by `sh` in container `name`.
+fn node_sh(name: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", name, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Tags the local HAProxy test image as capd-rs's default load-balancer image (no registry
+/// here), as `hack/run.sh` does.
+fn tag_default_lb_image() {
+    let status = Command::new("docker")
+        .args(["tag", HAPROXY_IMAGE, DEFAULT_LB_IMAGE])
+        .status()
+        .expect("docker tag");
+    assert!(
+        status.success(),
+        "tagging {HAPROXY_IMAGE} as {DEFAULT_LB_IMAGE}"
+    );
+}
+
+/// Generates workload cluster `name` (flavor `flavor`, `None` for the default) into `namespace`
+/// with the test node image, checks it with a server-side dry run, and applies it.
+async fn create_cluster(
+    management: &Management,
+    repository: &Repository,
+    namespace: &str,
+    name: &str,
+    flavor: Option<&str>,
+) -> Result<()> {
+    let mut args = vec![
+        "generate",
+        "cluster",
+        name,
+        "--infrastructure",
+        "docker-rs",
+        "--kubernetes-version",
+        KUBERNETES_VERSION,
+        "--control-plane-machine-count",
+        "1",
+        "--worker-machine-count",
+        "1",
+        "--target-namespace",
+        namespace,
+    ];
+    if let Some(flavor) = flavor {
+        args.extend(["--flavor", flavor]);
+    }
+    let (ok, yaml, err) = repository
+        .clusterctl(
+            management.kubeconfig(),
+            &args,
+            &[("CAPD_RS_NODE_IMAGE", NODE_IMAGE)],
+        )
+        .await;
+    if !ok {
+        bail!("clusterctl generate cluster ({flavor:?}) failed: {err}");
+    }
+    let (ok, _, err) = management
+        .kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml)
+        .await;
+    if !ok {
+        bail!("the generated cluster ({flavor:?}) fails a server-side dry run: {err}\n{yaml}");
+    }
+    let (ok, _, err) = management.kubectl(&["apply", "-f", "-"], &yaml).await;
+    if !ok {
+        bail!("applying the generated cluster ({flavor:?}): {err}");
+    }
+    Ok(())
+}
+
+/// Waits until workload cluster `cluster`'s infrastructure is provisioned and its first
+/// control-plane machine has run its kubeadm bootstrap data (`BootstrapCompleted`) and reports
+/// its providerID and addresses on its Machine; returns that Machine's name.
+async fn wait_control_plane_machine(
+    management: &Management,
+    namespace: &str,
+    cluster: &str,
+) -> Result<String> {
+    let selector =
+        format!("cluster.x-k8s.io/cluster-name={cluster},cluster.x-k8s.io/control-plane");
+    wait_until(
+        &format!("cluster {cluster}'s infrastructure"),
+        STEP,
+        || async {
+            let clusters = management
+                .list(
+                    "dockerclusters",
+                    namespace,
+                    &format!("cluster.x-k8s.io/cluster-name={cluster}"),
+                )
+                .await;
+            Ok(clusters
+                .iter()
+                .any(|dc| dc["status"]["initialization"]["provisioned"] == true)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let name = wait_until(
+        &format!("cluster {cluster}'s control-plane machine to be bootstrapped"),
+        STEP,
+        || async {
+            for machine in management.list("machines", namespace, &selector).await {
+                let name = machine["metadata"]["name"].as_str().unwrap_or_default();
+                let reported = machine["spec"]["providerID"] == format!("docker:////{name}")
+                    && machine["status"]["addresses"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty());
+                let docker_machine = machine["spec"]["infrastructureRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default();
+                let bootstrapped = match management
+                    .get("dockermachine", namespace, docker_machine)
+                    .await
+                {
+                    Some(dm) => {
+                        condition(&dm, "BootstrapCompleted").is_some_and(|c| c["status"] == "True")
+                    }
+                    None => false,
+                };
+                if reported && bootstrapped {
+                    return Ok(Some(name.to_owned()));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await?;
+    Ok(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it() {
+    // For its container-name prefix: every container this test makes starts with it, and
+    // leaving the test (even by a panic) removes them.
+    let ctx = TestContext::new("e2e-capi").await;
+    let capi_tools = tokio::task::spawn_blocking(|| tools(Tool::ClusterApi))
+        .await
+        .unwrap()
+        .expect("Cluster API's tools");
+    let repository = Repository::write(&capi_tools).expect("the local repository");
+    tag_default_lb_image();
+
+    let mut source = Management::install(&repository, &capi_tools)
+        .await
+        .expect("a management cluster");
+    let namespace = "e2e";
+    let (ok, _, err) = source
+        .kubectl(&["create", "namespace", namespace], "")
+        .await;
+    assert!(ok, "{err}");
+
+    // The installed webhook, behind its Service with cert-manager's certificate, refuses a bad
+    // object naming the field.
+    let (ok, _, err) = source
+        .kubectl(
+            &["apply", "-n", namespace, "-f", "-"],
+            "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DockerCluster\nmetadata:\n  name: bad\nspec:\n  failureDomains: [{name: b}, {name: a}]\n",
+        )
+        .await;
+    assert!(
+        !ok && err.contains("spec.failureDomains"),
+        "the installed webhook did not refuse: {err}"
+    );
+
+    // A template variable without a default must be given.
+    let (ok, _, err) = repository
+        .clusterctl(
+            source.kubeconfig(),
+            &["generate", "cluster", "x", "--infrastructure", "docker-rs"],
+            &[],
+        )
+        .await;
+    assert!(!ok && err.contains("KUBERNETES_VERSION"), "{err}");
+
+    // The default flavor through Cluster API's controllers.
+    let cluster = ctx.name("w");
+    create_cluster(&source, &repository, namespace, &cluster, None)
+        .await
+        .expect("the default flavor");
+    let control_plane = wait_control_plane_machine(&source, namespace, &cluster)
+        .await
+        .expect("the control-plane machine");
+    let kubeadm = node_sh(&control_plane, "cat /var/lib/capd-rs-test/kubeadm.log");
+    assert_eq!(
+        kubeadm
+            .lines()
+            .filter(|l| l.starts_with("kubeadm init"))
+            .count(),
+        1,
+        "CABPK's kubeadm init did not run once: {kubeadm:?}"
+    );
+    // Workers wait for the control plane to be initialized (no kubeadm here brings it up).
+    let worker = wait_until("a worker DockerMachine waiting", STEP, || async {
+        let machines = source
+            .list(
+                "dockermachines",
+                namespace,
+                &format!("cluster.x-k8s.io/cluster-name={cluster},!cluster.x-k8s.io/control-plane"),
+            )
+            .await;
+        Ok(machines.into_iter().find(|dm| {
+            condition(dm, "ContainerProvisioned")
+                .is_some_and(|c| c["reason"] == "WaitingForControlPlaneInitialized")
+        }))
+    })
+    .await
+    .expect("a waiting worker");
+    assert!(worker["status"]["initialization"]["provisioned"].is_null());
+    let (ok, describe, err) = repository
+        .clusterctl(
+            source.kubeconfig(),
+            &["describe", "cluster", &cluster, "-n", namespace],
+            &[],
+        )
+        .await;
+    assert!(ok, "{err}");
+    for line in [
+        format!("Cluster {namespace}/{cluster}"),
+        format!("DockerCluster {namespace}/{cluster}"),
+        format!("KubeadmControlPlane {namespace}/{cluster}-control-plane"),
+    ] {
+        assert!(describe.contains(&line), "no {line:?} in:\n{describe}");
+    }
+    source.check_running().expect("the source's managers");
+
+    // clusterctl moves only clusters whose machines have Nodes: with no workload control
+    // plane here (see the module's doc) it refuses, naming the cluster and its machines, which
+    // shows it found capd-rs's objects in its graph.
+    let target = Management::install(&repository, &capi_tools)
+        .await
+        .expect("a second management cluster");
+    let (ok, _, err) = repository
+        .clusterctl(
+            source.kubeconfig(),
+            &[
+                "move",
+                "-n",
+                namespace,
+                "--to-kubeconfig",
+                &target.kubeconfig().display().to_string(),
+            ],
+            &[],
+        )
+        .await;
+    assert!(
+        !ok && err.contains("is still provisioning the node")
+            && err.contains(&format!("{namespace}/{cluster}")),
+        "clusterctl move did not refuse the cluster: {err}"
+    );
+    assert!(source.get("cluster", namespace, &cluster).await.is_some());
+    assert!(target.get("cluster", namespace, &cluster).await.is_none());
+
+    // Deleting the Cluster removes every container.
+    let (ok, _, err) = source
+        .kubectl(
+            &[
+                "delete",
+                "cluster",
+                &cluster,
+                "-n",
+                namespace,
+                "--wait=false",
+            ],
+            "",
+        )
+        .await;
+    assert!(ok, "{err}");
+    wait_until("the cluster's containers to go", STEP, || async {
+        Ok(containers(&cluster).is_empty().then_some(()))
+    })
+    .await
+    .expect("containers removed");
+
+    // The ClusterClass flavor, on the first management cluster.
+    let topology = ctx.name("t");
+    create_cluster(&source, &repository, namespace, &topology, Some("topology"))
+        .await
+        .expect("the topology flavor");
+    wait_control_plane_machine(&source, namespace, &topology)
+        .await
+        .expect("the topology cluster's control-plane machine");
+    let (ok, _, err) = source
+        .kubectl(
+            &[
+                "delete",
+                "cluster",
+                &topology,
+                "-n",
+                namespace,
+                "--wait=false",
+            ],
+            "",
+        )
+        .await;
+    assert!(ok, "{err}");
+    wait_until("the topology cluster's containers to go", STEP, || async {
+        Ok(containers(&topology).is_empty().then_some(()))
+    })
+    .await
+    .expect("containers removed");
+    source.check_running().expect("the source's managers");
+}
