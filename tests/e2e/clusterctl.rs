@@ -119,7 +119,12 @@ impl Repository {
             .expect("clusterctl")
             .join("clusterctl");
         let mut command = tokio::process::Command::new(clusterctl);
+        // Only what is given here: the test runner's environment has KUBERNETES_VERSION and
+        // other variables clusterctl would read (hack/lib.sh exports it).
         command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
             .args(args)
             .arg("--config")
             .arg(&self.config)
