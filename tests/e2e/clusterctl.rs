@@ -452,6 +452,25 @@ async fn wait_control_plane_machine(
     Ok(name)
 }
 
+/// Deletes Cluster `namespace/name` and waits until every one of its containers is gone.
+async fn delete_cluster(management: &Management, namespace: &str, name: &str) -> Result<()> {
+    let (ok, _, err) = management
+        .kubectl(
+            &["delete", "cluster", name, "-n", namespace, "--wait=false"],
+            "",
+        )
+        .await;
+    if !ok {
+        bail!("deleting Cluster {namespace}/{name}: {err}");
+    }
+    wait_until(
+        &format!("cluster {name}'s containers to go"),
+        STEP,
+        || async { Ok(containers(name).is_empty().then_some(())) },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it() {
     // For its container-name prefix: every container this test makes starts with it, and
@@ -575,25 +594,9 @@ async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it(
     assert!(target.get("cluster", namespace, &cluster).await.is_none());
 
     // Deleting the Cluster removes every container.
-    let (ok, _, err) = source
-        .kubectl(
-            &[
-                "delete",
-                "cluster",
-                &cluster,
-                "-n",
-                namespace,
-                "--wait=false",
-            ],
-            "",
-        )
-        .await;
-    assert!(ok, "{err}");
-    wait_until("the cluster's containers to go", STEP, || async {
-        Ok(containers(&cluster).is_empty().then_some(()))
-    })
-    .await
-    .expect("containers removed");
+    delete_cluster(&source, namespace, &cluster)
+        .await
+        .expect("the default flavor's cluster deleted");
 
     // The ClusterClass flavor, on the first management cluster.
     let topology = ctx.name("t");
@@ -603,24 +606,8 @@ async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it(
     wait_control_plane_machine(&source, namespace, &topology)
         .await
         .expect("the topology cluster's control-plane machine");
-    let (ok, _, err) = source
-        .kubectl(
-            &[
-                "delete",
-                "cluster",
-                &topology,
-                "-n",
-                namespace,
-                "--wait=false",
-            ],
-            "",
-        )
-        .await;
-    assert!(ok, "{err}");
-    wait_until("the topology cluster's containers to go", STEP, || async {
-        Ok(containers(&topology).is_empty().then_some(()))
-    })
-    .await
-    .expect("containers removed");
+    delete_cluster(&source, namespace, &topology)
+        .await
+        .expect("the topology flavor's cluster deleted");
     source.check_running().expect("the source's managers");
 }

@@ -86,7 +86,6 @@ pub async fn allow_metrics(
 
 /// Creates ServiceAccount `name` and mints a 10-minute token for it.
 pub async fn service_account_token(ctx: &TestContext, name: &str) -> String {
-    let api = ctx.api::<ServiceAccount>();
     let account = ServiceAccount {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -94,24 +93,42 @@ pub async fn service_account_token(ctx: &TestContext, name: &str) -> String {
         },
         ..Default::default()
     };
-    api.create(&PostParams::default(), &account).await.unwrap();
+    ctx.api::<ServiceAccount>()
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let token = mint_token(&ctx.kube, &ctx.namespace, name, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(!token.is_empty(), "an empty token for {name}");
+    token
+}
+
+/// A token of ServiceAccount `namespace/account`, valid for `lifetime`, from the TokenRequest
+/// API.
+pub async fn mint_token(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    lifetime: Duration,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
-            expiration_seconds: Some(600),
+            expiration_seconds: Some(i64::try_from(lifetime.as_secs())?),
             bound_object_ref: None,
         },
         ..Default::default()
     };
-    let token = api
-        .create_token_request(name, &PostParams::default(), &request)
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
-        .unwrap()
+        .with_context(|| format!("a token for ServiceAccount {namespace}/{account}"))?;
+    Ok(answer
         .status
-        .expect("a TokenRequest status")
-        .token;
-    assert!(!token.is_empty(), "an empty token for {name}");
-    token
+        .context("a TokenRequest without status")?
+        .token)
 }
 
 /// Waits until the apiserver authenticates `token` (ServiceAccount lookups go through caches).

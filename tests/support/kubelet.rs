@@ -24,13 +24,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Container, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Secret, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
+use super::access::mint_token;
 use super::control_plane::{ControlPlane, kubectl_at};
 use super::netns::{ApiAccess, NetNs};
 use super::process::{Process, WorkDir, wait_until};
@@ -137,7 +137,7 @@ pub async fn run_deployment(
         .service_account_name
         .clone()
         .unwrap_or_else(|| "default".into());
-    let token = service_account_token(&client, namespace, &account).await?;
+    let token = mint_token(&client, namespace, &account, Duration::from_secs(3600)).await?;
     let kubeconfig = dir.path().join("kubeconfig");
     write_token_kubeconfig(&access.kubeconfig, &token, &kubeconfig)?;
     let sa_dir = dir.path().join("serviceaccount");
@@ -174,30 +174,6 @@ pub async fn run_deployment(
         _netns: netns,
         _dir: dir,
     })
-}
-
-/// A one-hour token of ServiceAccount `namespace/account`.
-async fn service_account_token(
-    client: &kube::Client,
-    namespace: &str,
-    account: &str,
-) -> Result<String> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(3600),
-            bound_object_ref: None,
-        },
-        ..Default::default()
-    };
-    let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .with_context(|| format!("a token for ServiceAccount {namespace}/{account}"))?;
-    Ok(answer
-        .status
-        .context("a TokenRequest without status")?
-        .token)
 }
 
 /// Writes `admin` (a kubeconfig) to `path` with its user's credentials replaced by `token`.
