@@ -4,18 +4,23 @@
 //! (`tests/support/kubelet.rs` plays the kubelet the test control plane lacks) and reached through
 //! the webhook Services as installed; `clusterctl generate cluster` for both flavors; a cluster
 //! driven by Cluster API's core, kubeadm bootstrap and kubeadm control-plane controllers through
-//! capd-rs; `clusterctl describe`; `clusterctl move` to a second management cluster; deletion.
+//! capd-rs; `clusterctl describe`; `clusterctl move` to a second management cluster, where
+//! capd-rs adopts the cluster's containers; deletion.
 //!
 //! What cannot be real here: node containers run the test node image (privileged containers are
-//! refused), whose `kubeadm` only records its calls, so no workload control plane comes up;
-//! workers therefore wait for the control plane, as they would on a real cluster until
-//! `kubeadm init` has finished.
+//! refused), whose `kubeadm` only records its calls. So workers first wait for the control plane,
+//! as they would on a real cluster until `kubeadm init` has finished; then the test does what
+//! kubeadm and the kubelets would (`tests/support/workload.rs`): a real etcd and kube-apiserver
+//! in the control-plane node's network namespace with the certificates CABPK wrote there, reached
+//! through capd-rs's load balancer with the kubeconfig the kubeadm control-plane provider wrote,
+//! kubeadm's `kubeadm-config` upload, and one Ready Node per machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::support::TestContext;
@@ -26,6 +31,7 @@ use crate::support::docker::{HAPROXY_IMAGE, NODE_IMAGE};
 use crate::support::kubelet::{Pod, run_deployment};
 use crate::support::process::{WorkDir, wait_until};
 use crate::support::setup::{Tool, repo_root, tools};
+use crate::support::workload::WorkloadControlPlane;
 
 /// The Cluster API release the management clusters run.
 const CAPI_VERSION: &str = "v1.14.2";
@@ -143,6 +149,22 @@ impl Repository {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+
+    /// `clusterctl move` of `namespace` from `source` to `target`.
+    async fn move_namespace(
+        &self,
+        source: &Management,
+        namespace: &str,
+        target: &Management,
+    ) -> (bool, String, String) {
+        let to = target.kubeconfig().display().to_string();
+        self.clusterctl(
+            source.kubeconfig(),
+            &["move", "-n", namespace, "--to-kubeconfig", &to],
+            &[],
+        )
+        .await
+    }
 }
 
 /// A management cluster as `clusterctl init` makes one: a control plane of its own with
@@ -254,6 +276,21 @@ impl Management {
             .ok()
             .and_then(|list| list["items"].as_array().cloned())
             .unwrap_or_default()
+    }
+
+    /// Key `value` of Secret `namespace/name` (such as a cluster's kubeconfig), once it exists.
+    async fn secret_value(&self, namespace: &str, name: &str) -> Result<String> {
+        wait_until(&format!("Secret {namespace}/{name}"), STEP, || async {
+            let Some(secret) = self.get("secret", namespace, name).await else {
+                return Ok(None);
+            };
+            let Some(value) = secret["data"]["value"].as_str() else {
+                return Ok(None);
+            };
+            let bytes = base64::engine::general_purpose::STANDARD.decode(value)?;
+            Ok(Some(String::from_utf8(bytes)?))
+        })
+        .await
     }
 
     /// Fails when a manager or cert-manager has exited.
@@ -452,6 +489,98 @@ async fn wait_control_plane_machine(
     Ok(name)
 }
 
+/// Whether Machine `machine` has a Node.
+fn has_node(machine: &Value) -> bool {
+    machine["status"]["nodeRef"]["name"].is_string()
+}
+
+/// Registers the Nodes of cluster `cluster`'s machines in `workload` as their kubelets would
+/// once kubeadm has run: the control-plane machine's first, then, once Cluster API reports the
+/// control plane initialized and capd-rs has run each worker's join, the workers'. Waits until
+/// every Machine has its nodeRef.
+async fn register_nodes(
+    management: &Management,
+    workload: &WorkloadControlPlane,
+    namespace: &str,
+    cluster: &str,
+) -> Result<()> {
+    let of_cluster = format!("cluster.x-k8s.io/cluster-name={cluster}");
+    for machine in management
+        .list(
+            "machines",
+            namespace,
+            &format!("{of_cluster},cluster.x-k8s.io/control-plane"),
+        )
+        .await
+    {
+        let name = machine["metadata"]["name"].as_str().unwrap_or_default();
+        let provider_id = machine["spec"]["providerID"].as_str().unwrap_or_default();
+        workload.register_node(name, provider_id, true).await?;
+    }
+    wait_until("the control plane initialized", STEP, || async {
+        let cluster = management.get("cluster", namespace, cluster).await;
+        Ok(cluster
+            .filter(|c| {
+                condition(c, "ControlPlaneInitialized").is_some_and(|c| c["status"] == "True")
+            })
+            .map(|_| ()))
+    })
+    .await?;
+    let workers = format!("{of_cluster},!cluster.x-k8s.io/control-plane");
+    let joined = wait_until("the workers bootstrapped", STEP, || async {
+        let machines = management.list("dockermachines", namespace, &workers).await;
+        let bootstrapped = machines
+            .iter()
+            .all(|dm| condition(dm, "BootstrapCompleted").is_some_and(|c| c["status"] == "True"));
+        Ok((!machines.is_empty() && bootstrapped).then_some(()))
+    });
+    joined.await?;
+    for machine in management.list("machines", namespace, &workers).await {
+        let name = machine["metadata"]["name"].as_str().unwrap_or_default();
+        let provider_id = machine["spec"]["providerID"].as_str().unwrap_or_default();
+        workload.register_node(name, provider_id, false).await?;
+    }
+    wait_until("every Machine's nodeRef", STEP, || async {
+        let machines = management.list("machines", namespace, &of_cluster).await;
+        Ok((!machines.is_empty() && machines.iter().all(has_node)).then_some(()))
+    })
+    .await
+}
+
+/// Waits until `target` has reconciled moved cluster `cluster`: unpaused, its infrastructure
+/// provisioned, every DockerMachine provisioned and bootstrapped, every Machine with its Node.
+async fn wait_moved(target: &Management, namespace: &str, cluster: &str) -> Result<()> {
+    let of_cluster = format!("cluster.x-k8s.io/cluster-name={cluster}");
+    wait_until(
+        &format!("moved cluster {cluster} reconciled"),
+        STEP,
+        || async {
+            let Some(object) = target.get("cluster", namespace, cluster).await else {
+                return Ok(None);
+            };
+            if object["spec"]["paused"] == true {
+                return Ok(None);
+            }
+            let docker_clusters = target.list("dockerclusters", namespace, &of_cluster).await;
+            let docker_machines = target.list("dockermachines", namespace, &of_cluster).await;
+            let machines = target.list("machines", namespace, &of_cluster).await;
+            let provisioned = |o: &Value| o["status"]["initialization"]["provisioned"] == true;
+            let done = docker_clusters.len() == 1
+                && docker_clusters.iter().all(provisioned)
+                && docker_machines.len() == 2
+                && docker_machines.iter().all(|dm| {
+                    provisioned(dm)
+                        && condition(dm, "BootstrapCompleted")
+                            .is_some_and(|c| c["status"] == "True")
+                })
+                && machines.len() == 2
+                && machines.iter().all(has_node);
+            Ok(done.then_some(()))
+        },
+    )
+    .await
+}
+
 /// Deletes Cluster `namespace/name` and waits until every one of its containers is gone.
 async fn delete_cluster(management: &Management, namespace: &str, name: &str) -> Result<()> {
     let (ok, _, err) = management
@@ -566,37 +695,86 @@ async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it(
     }
     source.check_running().expect("the source's managers");
 
-    // clusterctl moves only clusters whose machines have Nodes: with no workload control
-    // plane here (see the module's doc) it refuses, naming the cluster and its machines, which
-    // shows it found capd-rs's objects in its graph.
-    let target = Management::install(&repository, &capi_tools)
+    // clusterctl moves only clusters whose machines have Nodes: it refuses while there are
+    // none, naming the cluster's machines, which shows it found capd-rs's objects in its graph.
+    let mut target = Management::install(&repository, &capi_tools)
         .await
         .expect("a second management cluster");
-    let (ok, _, err) = repository
-        .clusterctl(
-            source.kubeconfig(),
-            &[
-                "move",
-                "-n",
-                namespace,
-                "--to-kubeconfig",
-                &target.kubeconfig().display().to_string(),
-            ],
-            &[],
-        )
-        .await;
+    let (ok, _, err) = repository.move_namespace(&source, namespace, &target).await;
     assert!(
         !ok && err.contains("is still provisioning the node")
             && err.contains(&format!("{namespace}/{cluster}")),
         "clusterctl move did not refuse the cluster: {err}"
     );
-    assert!(source.get("cluster", namespace, &cluster).await.is_some());
-    assert!(target.get("cluster", namespace, &cluster).await.is_none());
 
-    // Deleting the Cluster removes every container.
-    delete_cluster(&source, namespace, &cluster)
+    // What kubeadm and the kubelets would do next (see the module's doc): the workload control
+    // plane comes up in the control-plane node behind its load balancer, the workers join, and
+    // every node registers. Cluster API sees the control plane initialized and every Machine
+    // gets its nodeRef.
+    let kubeconfig = source
+        .secret_value(namespace, &format!("{cluster}-kubeconfig"))
         .await
-        .expect("the default flavor's cluster deleted");
+        .expect("the cluster's kubeconfig");
+    let workload = WorkloadControlPlane::start(&control_plane, &kubeconfig)
+        .await
+        .expect("the workload control plane");
+    workload.upload_config().await.expect("kubeadm-config");
+    register_nodes(&source, &workload, namespace, &cluster)
+        .await
+        .expect("the nodes registered");
+    let cluster_object = source.get("cluster", namespace, &cluster).await.unwrap();
+    assert!(
+        condition(&cluster_object, "ControlPlaneInitialized")
+            .is_some_and(|c| c["status"] == "True")
+    );
+    for node in containers(&cluster).iter().map(|(name, _)| name) {
+        if node.ends_with("-lb") {
+            continue;
+        }
+        let kubeadm = node_sh(node, "cat /var/lib/capd-rs-test/kubeadm.log");
+        assert_eq!(kubeadm.lines().count(), 1, "{node}: {kubeadm:?}");
+    }
+
+    // clusterctl move: the cluster leaves the source, and capd-rs on the target adopts its
+    // containers: none recreated, no bootstrap step run again.
+    let before = containers(&cluster);
+    let kubeadm_before: Vec<String> = before
+        .iter()
+        .map(|(node, _)| node_sh(node, "cat /var/lib/capd-rs-test/kubeadm.log 2>/dev/null"))
+        .collect();
+    let (ok, out, err) = repository.move_namespace(&source, namespace, &target).await;
+    assert!(ok, "clusterctl move failed:\n{out}\n{err}");
+    assert!(source.get("cluster", namespace, &cluster).await.is_none());
+    assert!(
+        source
+            .list("dockermachines", namespace, "")
+            .await
+            .is_empty()
+    );
+    wait_moved(&target, namespace, &cluster)
+        .await
+        .expect("the moved cluster reconciled by the target");
+    assert_eq!(
+        containers(&cluster),
+        before,
+        "containers changed by the move"
+    );
+    let kubeadm_after: Vec<String> = before
+        .iter()
+        .map(|(node, _)| node_sh(node, "cat /var/lib/capd-rs-test/kubeadm.log 2>/dev/null"))
+        .collect();
+    assert_eq!(
+        kubeadm_after, kubeadm_before,
+        "a bootstrap ran again after the move"
+    );
+    source.check_running().expect("the source's managers");
+
+    // Deleting the Cluster, now on the target, removes every container.
+    delete_cluster(&target, namespace, &cluster)
+        .await
+        .expect("the moved cluster deleted");
+    target.check_running().expect("the target's managers");
+    drop(workload);
 
     // The ClusterClass flavor, on the first management cluster.
     let topology = ctx.name("t");

@@ -2,7 +2,8 @@
 //! no kubelet, so [`run_deployment`] runs a Deployment's `manager` container as a process the
 //! way a Pod would run it. The process gets:
 //! - a network namespace of its own (the Pod's IP, [`NetNs::ns_addr`]), so every manager keeps its
-//!   default ports (9443, 9440, 8443) without clashing;
+//!   default ports (9443, 9440, 8443) without clashing, routed to the Docker engine's containers
+//!   ([`NetNs::route_to_containers`]);
 //! - the container's command (the image's binary mapped to a local one) and arguments, and its
 //!   environment with the downward API's fields filled in;
 //! - its ServiceAccount: a token from the TokenRequest API, in a kubeconfig that reaches the
@@ -129,7 +130,9 @@ pub async fn run_deployment(
         .clone();
     let pod_name = format!("{name}-test-pod");
     let dir = WorkDir::new(&format!("capd-rs-pod-{name}-"))?;
-    let netns = NetNs::create()?;
+    let mut netns = NetNs::create()?;
+    // Cluster API's managers reach workload clusters' apiservers through their load balancers.
+    netns.route_to_containers()?;
     let access = netns.api_access(cp)?;
 
     // The ServiceAccount's credentials, as a kubeconfig and at the in-cluster path.

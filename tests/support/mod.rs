@@ -24,6 +24,7 @@ pub mod netns;
 pub mod process;
 pub mod setup;
 pub mod webhook;
+pub mod workload;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

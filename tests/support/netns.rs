@@ -45,6 +45,8 @@ pub struct NetNs {
     /// The namespace end's address, for processes run inside with [`NetNs::command`].
     pub ns_addr: Ipv4Addr,
     host_if: String,
+    /// Whether [`NetNs::route_to_containers`] let the namespace through Docker's firewall.
+    forwarded: bool,
 }
 
 impl NetNs {
@@ -65,6 +67,7 @@ impl NetNs {
             host_addr,
             ns_addr,
             host_if,
+            forwarded: false,
         };
         ip(&["netns", "add", &netns.name]).context(
             "creating a network namespace (needs root: CAP_NET_ADMIN and CAP_SYS_ADMIN)",
@@ -103,6 +106,25 @@ impl NetNs {
         command
     }
 
+    /// Lets processes inside reach the Docker engine's containers by their addresses, as Pods of
+    /// a kind management cluster reach the node containers of the clusters it manages: a default
+    /// route through the host end, and a rule in Docker's `DOCKER-USER` chain (the chain Docker
+    /// leaves to its users) accepting what the namespace sends, which Docker's forwarding policy
+    /// would otherwise drop. The rule goes with the namespace.
+    pub fn route_to_containers(&mut self) -> Result<()> {
+        self.exec_ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.host_addr.to_string(),
+        ])?;
+        iptables(&["-I", DOCKER_USER, "-i", &self.host_if, "-j", "ACCEPT"])
+            .context("letting the namespace through Docker's firewall")?;
+        self.forwarded = true;
+        Ok(())
+    }
+
     fn exec_ip(&self, args: &[&str]) -> Result<()> {
         let mut all = vec!["netns", "exec", &self.name, "ip"];
         all.extend_from_slice(args);
@@ -114,6 +136,9 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting either end of a veth pair deletes both; the namespace goes once no process is
         // left in it.
+        if self.forwarded {
+            let _ = iptables(&["-D", DOCKER_USER, "-i", &self.host_if, "-j", "ACCEPT"]);
+        }
         let _ = ip(&["link", "del", &self.host_if]);
         let _ = ip(&["netns", "del", &self.name]);
     }
@@ -128,6 +153,25 @@ fn ip(args: &[&str]) -> Result<()> {
     if !output.status.success() {
         bail!(
             "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Docker's chain for its users' forwarding rules, consulted before its own.
+const DOCKER_USER: &str = "DOCKER-USER";
+
+/// Runs `iptables <args>`, failing with its error output.
+fn iptables(args: &[&str]) -> Result<()> {
+    let output = Command::new("iptables")
+        .args(args)
+        .output()
+        .context("running iptables (Debian: apt-get install iptables)")?;
+    if !output.status.success() {
+        bail!(
+            "iptables {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         );
@@ -171,6 +215,25 @@ fn remove_stale() {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
+        }
+    }
+    // And their firewall rules, which name their host ends ("cr<pid>-<n>h").
+    let Ok(rules) = Command::new("iptables").args(["-S", DOCKER_USER]).output() else {
+        return;
+    };
+    for rule in String::from_utf8_lossy(&rules.stdout).lines() {
+        let Some(host_if) = rule
+            .strip_prefix(&format!("-A {DOCKER_USER} -i "))
+            .and_then(|rest| rest.strip_suffix(" -j ACCEPT"))
+        else {
+            continue;
+        };
+        let pid = host_if
+            .strip_prefix("cr")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = iptables(&["-D", DOCKER_USER, "-i", host_if, "-j", "ACCEPT"]);
         }
     }
 }
