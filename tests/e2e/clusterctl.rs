@@ -15,316 +15,31 @@
 //! through capd-rs's load balancer with the kubeconfig the kubeadm control-plane provider wrote,
 //! kubeadm's `kubeadm-config` upload, and one Ready Node per machine.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use base64::Engine as _;
 use serde_json::Value;
 
 use crate::support::TestContext;
-use crate::support::cert_manager::CertManager;
-use crate::support::control_plane::{OwnedControlPlane, kubectl_at, start_extra_async};
-use crate::support::controller_manager::aggregate_cluster_roles;
 use crate::support::docker::{HAPROXY_IMAGE, NODE_IMAGE};
-use crate::support::kubelet::{Pod, run_deployment};
-use crate::support::process::{WorkDir, wait_until};
-use crate::support::setup::{Tool, repo_root, tools};
+use crate::support::management::{Management, Repository};
+use crate::support::process::wait_until;
+use crate::support::setup::{Tool, tools};
 use crate::support::workload::WorkloadControlPlane;
 
-/// The Cluster API release the management clusters run.
-const CAPI_VERSION: &str = "v1.14.2";
-/// The capd-rs release written to the local repository.
-const VERSION: &str = "v0.1.0";
 /// The workload clusters' Kubernetes version (kind has an image for it).
 const KUBERNETES_VERSION: &str = "v1.34.2";
 /// The load-balancer image capd-rs runs by default (CAPD's), tagged from the local test image.
 const DEFAULT_LB_IMAGE: &str = "kindest/haproxy:v20230606-42a2262b";
+/// clusterctl init's variables: ClusterClass support, and node containers without
+/// `--privileged`, which these machines refuse.
+const INIT_VARIABLES: &[(&str, &str)] = &[
+    ("CLUSTER_TOPOLOGY", "true"),
+    ("CAPD_RS_PRIVILEGED_NODES", "false"),
+];
 /// How long one step (an install, a machine's provisioning, a deletion) may take.
 const STEP: Duration = Duration::from_secs(180);
-
-/// The clusterctl local repository: capd-rs's release and Cluster API's, and a configuration
-/// file naming them.
-struct Repository {
-    dir: WorkDir,
-    config: PathBuf,
-}
-
-impl Repository {
-    fn write(capi_tools: &Path) -> Result<Self> {
-        let dir = WorkDir::new("capd-rs-clusterctl-repository-")?;
-        let release = Command::new("bash")
-            .arg(repo_root().join("hack/release.sh"))
-            .arg("--local-repository")
-            .arg(dir.path())
-            .args([VERSION, "capd-rs-manager:e2e"])
-            .output()?;
-        if !release.status.success() {
-            bail!(
-                "hack/release.sh failed: {}",
-                String::from_utf8_lossy(&release.stderr)
-            );
-        }
-        let assets = capi_tools.join("cluster-api/release");
-        let mut providers = Vec::new();
-        for (label, file, name, kind) in [
-            (
-                "cluster-api",
-                "core-components.yaml",
-                "cluster-api",
-                "CoreProvider",
-            ),
-            (
-                "bootstrap-kubeadm",
-                "bootstrap-components.yaml",
-                "kubeadm",
-                "BootstrapProvider",
-            ),
-            (
-                "control-plane-kubeadm",
-                "control-plane-components.yaml",
-                "kubeadm",
-                "ControlPlaneProvider",
-            ),
-        ] {
-            let version_dir = dir.path().join(label).join(CAPI_VERSION);
-            std::fs::create_dir_all(&version_dir)?;
-            std::fs::copy(assets.join(file), version_dir.join(file))?;
-            std::fs::copy(
-                assets.join("metadata.yaml"),
-                version_dir.join("metadata.yaml"),
-            )?;
-            providers.push(format!(
-                "- name: {name}\n  type: {kind}\n  url: {}\n",
-                version_dir.join(file).display()
-            ));
-        }
-        providers.push(format!(
-            "- name: docker-rs\n  type: InfrastructureProvider\n  url: {}\n",
-            dir.path()
-                .join("infrastructure-docker-rs")
-                .join(VERSION)
-                .join("infrastructure-components.yaml")
-                .display()
-        ));
-        let config = dir.path().join("clusterctl-e2e.yaml");
-        std::fs::write(&config, format!("providers:\n{}", providers.concat()))?;
-        Ok(Self { dir, config })
-    }
-
-    /// Runs clusterctl with `args` against `kubeconfig`, as a user with this repository
-    /// configured; the variables are clusterctl's environment.
-    async fn clusterctl(
-        &self,
-        kubeconfig: &Path,
-        args: &[&str],
-        variables: &[(&str, &str)],
-    ) -> (bool, String, String) {
-        let clusterctl = tools(Tool::Clusterctl)
-            .expect("clusterctl")
-            .join("clusterctl");
-        let mut command = tokio::process::Command::new(clusterctl);
-        // Only what is given here: the test runner's environment has KUBERNETES_VERSION and
-        // other variables clusterctl would read (hack/lib.sh exports it).
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .env("CLUSTERCTL_DISABLE_VERSIONCHECK", "true")
-            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg"))
-            .env("GOPROXY", "off");
-        for (name, value) in variables {
-            command.env(name, value);
-        }
-        let output = command.output().await.expect("running clusterctl");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    /// `clusterctl move` of `namespace` from `source` to `target`.
-    async fn move_namespace(
-        &self,
-        source: &Management,
-        namespace: &str,
-        target: &Management,
-    ) -> (bool, String, String) {
-        let to = target.kubeconfig().display().to_string();
-        self.clusterctl(
-            source.kubeconfig(),
-            &["move", "-n", namespace, "--to-kubeconfig", &to],
-            &[],
-        )
-        .await
-    }
-}
-
-/// A management cluster as `clusterctl init` makes one: a control plane of its own with
-/// cert-manager, Cluster API's three providers and capd-rs installed from the repository, and
-/// their managers running from the installed Deployments.
-struct Management {
-    pods: Vec<Pod>,
-    cert_manager: CertManager,
-    cp: OwnedControlPlane,
-}
-
-/// The providers' Deployments, and the local programs of their images.
-fn deployments(capi_tools: &Path) -> [(&'static str, &'static str, PathBuf); 4] {
-    [
-        (
-            "capi-system",
-            "capi-controller-manager",
-            capi_tools.join("capi-core-manager"),
-        ),
-        (
-            "capi-kubeadm-bootstrap-system",
-            "capi-kubeadm-bootstrap-controller-manager",
-            capi_tools.join("capi-kubeadm-bootstrap-manager"),
-        ),
-        (
-            "capi-kubeadm-control-plane-system",
-            "capi-kubeadm-control-plane-controller-manager",
-            capi_tools.join("capi-kubeadm-control-plane-manager"),
-        ),
-        (
-            "capd-rs-system",
-            "capd-rs-controller-manager",
-            PathBuf::from(env!("CARGO_BIN_EXE_manager")),
-        ),
-    ]
-}
-
-impl Management {
-    async fn install(repository: &Repository, capi_tools: &Path) -> Result<Self> {
-        let cp = start_extra_async().await?;
-        let mut cert_manager = CertManager::start(&cp).await?;
-        let init = format!("--core=cluster-api:{CAPI_VERSION}");
-        let (ok, out, err) = repository
-            .clusterctl(
-                &cp.kubeconfig,
-                &[
-                    "init",
-                    &init,
-                    &format!("--bootstrap=kubeadm:{CAPI_VERSION}"),
-                    &format!("--control-plane=kubeadm:{CAPI_VERSION}"),
-                    &format!("--infrastructure=docker-rs:{VERSION}"),
-                ],
-                &[
-                    ("CLUSTER_TOPOLOGY", "true"),
-                    // These machines refuse privileged containers.
-                    ("CAPD_RS_PRIVILEGED_NODES", "false"),
-                ],
-            )
-            .await;
-        if !ok {
-            bail!("clusterctl init failed:\n{out}\n{err}");
-        }
-        cert_manager.check_running()?;
-        // The test control plane has no kube-controller-manager: do its part. Cluster API's
-        // managers are bound to aggregated ClusterRoles, and clusterctl deleted its cert-manager
-        // probe namespace, which needs the namespace controller to go.
-        aggregate_cluster_roles(&cp.client().await?).await?;
-        finalize_namespace(&cp.kubeconfig, "cert-manager-test");
-        let mut pods = Vec::new();
-        for (namespace, name, binary) in deployments(capi_tools) {
-            let mut pod = run_deployment(&cp, namespace, name, &binary, STEP).await?;
-            pod.wait_ready(STEP).await?;
-            pods.push(pod);
-        }
-        Ok(Self {
-            pods,
-            cert_manager,
-            cp,
-        })
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        &self.cp.kubeconfig
-    }
-
-    async fn kubectl(&self, args: &[&str], input: &str) -> (bool, String, String) {
-        self.cp.kubectl_async(args, input).await
-    }
-
-    /// The object of `resource` `namespace/name` as JSON, or `None` when it is not there.
-    async fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        let (ok, out, _) = self
-            .kubectl(&["get", resource, name, "-n", namespace, "-o", "json"], "")
-            .await;
-        ok.then(|| serde_json::from_str(&out).ok()).flatten()
-    }
-
-    /// The items of `resource` in `namespace` carrying `selector`.
-    async fn list(&self, resource: &str, namespace: &str, selector: &str) -> Vec<Value> {
-        let (_, out, _) = self
-            .kubectl(
-                &[
-                    "get", resource, "-n", namespace, "-l", selector, "-o", "json",
-                ],
-                "",
-            )
-            .await;
-        serde_json::from_str::<Value>(&out)
-            .ok()
-            .and_then(|list| list["items"].as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    /// Key `value` of Secret `namespace/name` (such as a cluster's kubeconfig), once it exists.
-    async fn secret_value(&self, namespace: &str, name: &str) -> Result<String> {
-        wait_until(&format!("Secret {namespace}/{name}"), STEP, || async {
-            let Some(secret) = self.get("secret", namespace, name).await else {
-                return Ok(None);
-            };
-            let Some(value) = secret["data"]["value"].as_str() else {
-                return Ok(None);
-            };
-            let bytes = base64::engine::general_purpose::STANDARD.decode(value)?;
-            Ok(Some(String::from_utf8(bytes)?))
-        })
-        .await
-    }
-
-    /// Fails when a manager or cert-manager has exited.
-    fn check_running(&mut self) -> Result<()> {
-        self.cert_manager.check_running()?;
-        self.pods
-            .iter_mut()
-            .try_for_each(|pod| pod.process.check_running())
-    }
-}
-
-/// Removes the finalizers of a namespace left Terminating (as the namespace controller would
-/// once it is empty).
-fn finalize_namespace(kubeconfig: &Path, name: &str) {
-    let (ok, out, _) = kubectl_at(kubeconfig, &["get", "namespace", name, "-o", "json"], "");
-    if !ok {
-        return;
-    }
-    let Ok(mut namespace) = serde_json::from_str::<Value>(&out) else {
-        return;
-    };
-    namespace["spec"]["finalizers"] = Value::Array(Vec::new());
-    let _ = kubectl_at(
-        kubeconfig,
-        &[
-            "replace",
-            "--raw",
-            &format!("/api/v1/namespaces/{name}/finalize"),
-            "-f",
-            "-",
-        ],
-        &namespace.to_string(),
-    );
-}
 
 /// Condition `type_` of object `obj`, if set.
 fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -388,8 +103,6 @@ async fn create_cluster(
     flavor: Option<&str>,
 ) -> Result<()> {
     let mut args = vec![
-        "generate",
-        "cluster",
         name,
         "--infrastructure",
         "docker-rs",
@@ -405,27 +118,9 @@ async fn create_cluster(
     if let Some(flavor) = flavor {
         args.extend(["--flavor", flavor]);
     }
-    let (ok, yaml, err) = repository
-        .clusterctl(
-            management.kubeconfig(),
-            &args,
-            &[("CAPD_RS_NODE_IMAGE", NODE_IMAGE)],
-        )
-        .await;
-    if !ok {
-        bail!("clusterctl generate cluster ({flavor:?}) failed: {err}");
-    }
-    let (ok, _, err) = management
-        .kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml)
-        .await;
-    if !ok {
-        bail!("the generated cluster ({flavor:?}) fails a server-side dry run: {err}\n{yaml}");
-    }
-    let (ok, _, err) = management.kubectl(&["apply", "-f", "-"], &yaml).await;
-    if !ok {
-        bail!("applying the generated cluster ({flavor:?}): {err}");
-    }
-    Ok(())
+    repository
+        .create_cluster(management, &args, &[("CAPD_RS_NODE_IMAGE", NODE_IMAGE)])
+        .await
 }
 
 /// Waits until workload cluster `cluster`'s infrastructure is provisioned and its first
@@ -612,7 +307,7 @@ async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it(
     let repository = Repository::write(&capi_tools).expect("the local repository");
     tag_default_lb_image();
 
-    let mut source = Management::install(&repository, &capi_tools)
+    let mut source = Management::install(&repository, &capi_tools, INIT_VARIABLES)
         .await
         .expect("a management cluster");
     let namespace = "e2e";
@@ -697,7 +392,7 @@ async fn clusterctl_installs_capd_rs_and_cluster_api_drives_clusters_through_it(
 
     // clusterctl moves only clusters whose machines have Nodes: it refuses while there are
     // none, naming the cluster's machines, which shows it found capd-rs's objects in its graph.
-    let mut target = Management::install(&repository, &capi_tools)
+    let mut target = Management::install(&repository, &capi_tools, INIT_VARIABLES)
         .await
         .expect("a second management cluster");
     let (ok, _, err) = repository.move_namespace(&source, namespace, &target).await;

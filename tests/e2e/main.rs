@@ -9,3 +9,4 @@ mod deployment;
 mod leader;
 mod manager;
 mod rbac;
+mod run_sh;

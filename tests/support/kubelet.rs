@@ -39,6 +39,10 @@ use super::process::{Process, WorkDir, wait_until};
 /// Where a Pod finds its ServiceAccount's credentials and namespace.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// How long a Pod's ServiceAccount token is valid: no kubelet renews it, and `hack/run.sh` keeps
+/// its managers running for as long as the user wants.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A Deployment's manager running in its Pod's place.
 pub struct Pod {
     /// The process (its log is printed if the test panics).
@@ -140,7 +144,7 @@ pub async fn run_deployment(
         .service_account_name
         .clone()
         .unwrap_or_else(|| "default".into());
-    let token = mint_token(&client, namespace, &account, Duration::from_secs(3600)).await?;
+    let token = mint_token(&client, namespace, &account, TOKEN_LIFETIME).await?;
     let kubeconfig = dir.path().join("kubeconfig");
     write_token_kubeconfig(&access.kubeconfig, &token, &kubeconfig)?;
     let sa_dir = dir.path().join("serviceaccount");

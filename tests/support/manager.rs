@@ -62,7 +62,7 @@ impl ManagerProcess {
         pki.install(dir.path());
         args.push(format!("--webhook-cert-dir={}", dir.path().display()));
         let log = std::fs::File::create(dir.path().join("manager.log")).expect("the log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_manager"));
+        let mut command = Command::new(super::setup::manager_binary());
         command
             .args(&args)
             .env("KUBECONFIG", &control_plane::control_plane().kubeconfig)

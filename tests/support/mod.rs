@@ -19,6 +19,7 @@ pub mod crds;
 pub mod docker;
 pub mod envsubst;
 pub mod kubelet;
+pub mod management;
 pub mod manager;
 pub mod netns;
 pub mod process;

@@ -14,6 +14,20 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `manager` binary: the one cargo built for this test binary, or, from an example (which
+/// cargo gives no such path), the debug build in the target directory (`cargo build` first).
+pub fn manager_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_manager") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            target.join("debug/manager")
+        }
+    }
+}
+
 /// Runs `hack/<script>` and returns its standard output; its progress lines pass through.
 fn run_script(script: &str) -> Result<String> {
     run_script_with(script, &[])
