@@ -3,7 +3,7 @@
 #   - a Docker engine that answers, and the Docker network "kind"   (hack/docker-engine.sh)
 #   - the local test images capd-rs-test/{node,haproxy}:local       (hack/images.sh)
 #   - clusterctl, Cluster API's managers and cert-manager            (hack/tools.sh)
-#     unless --without-tools is given (hack/run.sh does not run them)
+#     unless --without-tools is given (hack/run.sh --manager-only does not run them)
 #   - kube-apiserver and etcd binaries                               (hack/control-plane.sh)
 # Prints the directory of the control-plane binaries on stdout, and nothing else there; the tests
 # find the tools' directories themselves (tests/support/setup.rs runs hack/tools.sh, which then
