@@ -2,7 +2,8 @@
 //! config/rbac (as config/default renders them) and the bundle Deployment's arguments, it
 //! becomes ready and leads, provisions a DockerCluster and a bootstrapped control-plane
 //! DockerMachine behind its load balancer, gives the workload Node its providerID, serves
-//! secure metrics, cleans up on deletion and releases its Lease, and is refused nothing.
+//! secure metrics, cleans up on deletion and releases its Lease, and is refused nothing; the
+//! apiserver's audit log shows that it used every permission the bundle grants.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -269,10 +270,17 @@ async fn the_manager_needs_nothing_beyond_the_bundles_rbac() {
         );
     }
 
-    // And every permission was used (the requests are in its -v=4 log), but for those this run
-    // cannot need.
-    let used = requests(&log);
-    assert!(!used.is_empty(), "no requests found in the log:\n{log}");
+    // And every permission was used, but for those this run cannot need: the apiserver's audit
+    // log records every request of the manager's ServiceAccount (its requests to the workload
+    // cluster's Nodes use that cluster's kubeconfig, another identity, and are not among them).
+    let username = format!("system:serviceaccount:{}:manager", ctx.namespace);
+    let (used, refused) =
+        audited_requests(&control_plane::control_plane().audit_events(), &username);
+    assert!(
+        !used.is_empty(),
+        "no requests of {username} in the audit log"
+    );
+    assert!(refused.is_empty(), "the apiserver refused: {refused:#?}");
     let granted = permissions(&find(&docs, "ClusterRole", "capd-rs-manager-role")["rules"])
         .into_iter()
         .chain(permissions(
@@ -318,58 +326,29 @@ fn permissions(rules: &Value) -> BTreeSet<Permission> {
     out
 }
 
-/// The requests the manager made to the management cluster, from kube's request traces in its
-/// log (`-v=4`): `HTTP{http.method=GET http.url=https://.../apis/<group>/<version>/...}`.
-/// Requests to Nodes are left out: they go to the workload cluster, with its credentials (the
-/// test apiserver plays both).
-fn requests(log: &str) -> BTreeSet<Permission> {
-    let mut out = BTreeSet::new();
-    // Each request is logged when sent (a watch may never end, so it is not read from the line
-    // logged when the response ends).
-    for line in log.lines().filter(|l| l.contains("HTTP{http.method=")) {
-        let field = |key: &str| {
-            let start = line.find(key)? + key.len();
-            let rest = &line[start..];
-            Some(&rest[..rest.find(' ').unwrap_or(rest.len())])
-        };
-        let (Some(method), Some(url)) = (field("http.method="), field("http.url=")) else {
+/// The requests user `username` made, as the apiserver's audit `events` record them (verb and
+/// objectRef; non-resource requests such as `/version` aside), and those it refused (403).
+fn audited_requests(events: &[Value], username: &str) -> (BTreeSet<Permission>, Vec<String>) {
+    let mut used = BTreeSet::new();
+    let mut refused = Vec::new();
+    for event in events.iter().filter(|e| e["user"]["username"] == username) {
+        let object = &event["objectRef"];
+        let Some(resource) = object["resource"].as_str() else {
             continue;
         };
-        let (path, query) = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-            .map(|p| p.split_once('?').unwrap_or((p, "")))
-            .unwrap_or(("", ""));
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let (group, rest) = match parts.as_slice() {
-            ["api", _version, rest @ ..] => ("", rest),
-            ["apis", group, _version, rest @ ..] => (*group, rest),
-            _ => continue, // /version and other non-resource paths
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
         };
-        let rest = match rest {
-            ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest,
-            other => other,
-        };
-        let (resource, named) = match rest {
-            [resource] => (resource.to_string(), false),
-            [resource, _name] => (resource.to_string(), true),
-            [resource, _name, subresource] => (format!("{resource}/{subresource}"), true),
-            _ => continue,
-        };
-        if resource.starts_with("nodes") {
-            continue;
+        let group = object["apiGroup"].as_str().unwrap_or_default().to_owned();
+        let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+        if event["responseStatus"]["code"] == 403 {
+            refused.push(format!(
+                "{verb} {group}/{resource}: {}",
+                event["requestURI"]
+            ));
         }
-        let verb = match (method, named) {
-            ("GET", true) => "get",
-            ("GET", false) if query.split('&').any(|q| q == "watch=true") => "watch",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", _) => "delete",
-            _ => continue,
-        };
-        out.insert((group.to_owned(), resource, verb.to_owned()));
+        used.insert((group, resource, verb));
     }
-    out
+    (used, refused)
 }

@@ -14,8 +14,9 @@ use capd::flags::Flags;
 use serde_json::Value;
 
 use crate::support::bundle::{build_components, documents, find, kind, name, rendered_components};
+use crate::support::control_plane::start_extra_async;
 use crate::support::envsubst::{self, Variable};
-use crate::support::setup::repo_root;
+use crate::support::setup::{Tool, repo_root, tools};
 use crate::support::webhook::{Pki, Registration, WebhookServer, wait_until_active};
 use crate::support::{TestContext, crds, kubectl_async, wait_for};
 
@@ -396,42 +397,54 @@ fn list(objects: &[&Value]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
 }
 
-/// The kinds the test apiserver cannot take yet: cert-manager's Issuer and Certificate need
-/// cert-manager's CRDs, which come with the cert-manager build (the lead adds them here).
-const NOT_SERVED: &[&str] = &["Issuer", "Certificate"];
-
 #[tokio::test]
 async fn released_components_pass_a_server_side_dry_run() {
-    let ctx = TestContext::new("pkg-dry-run").await;
+    // A control plane of its own with cert-manager's CRDs, so the Issuer and Certificate are
+    // checked too, and the provider's namespace exists as `clusterctl init` would have made it.
+    let cp = start_extra_async().await.unwrap();
+    let cert_manager = tokio::task::spawn_blocking(|| tools(Tool::CertManager))
+        .await
+        .unwrap()
+        .expect("cert-manager's CRDs");
+    let cert_manager_crds = crds::read_dir(&cert_manager.join("cert-manager/crds")).unwrap();
+    crds::apply_and_wait(&cp.client().await.unwrap(), &cert_manager_crds)
+        .await
+        .unwrap();
+    let (ok, _, err) = cp
+        .kubectl_async(&["create", "namespace", NAMESPACE], "")
+        .await;
+    assert!(ok, "{err}");
+
     let out = tempfile::tempdir().unwrap();
     let (ok, _, err) = run(Command::new("bash")
         .args(["hack/release.sh", "v0.1.0", "example.org/capd-rs"])
         .env("OUT", out.path()));
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(out.path().join("infrastructure-components.yaml")).unwrap();
-    let mut docs = documents(&envsubst::substitute(&text, &HashMap::new()).unwrap());
-    docs.retain(|d| !NOT_SERVED.contains(&kind(d)));
-    // A dry run creates nothing, so the namespaced objects go into the test's namespace (as
-    // `clusterctl init --target-namespace` would move them); the Namespace itself is tried as is.
-    for doc in &mut docs {
-        if doc["metadata"]["namespace"] == NAMESPACE {
-            doc["metadata"]["namespace"] = Value::from(ctx.namespace.clone());
-        }
+    let docs = documents(&envsubst::substitute(&text, &HashMap::new()).unwrap());
+    for wanted in [
+        "Issuer",
+        "Certificate",
+        "CustomResourceDefinition",
+        "Deployment",
+    ] {
+        assert!(docs.iter().any(|d| kind(d) == wanted), "no {wanted}");
     }
     let all: Vec<&Value> = docs.iter().collect();
-    let (ok, applied, err) = kubectl_async(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=capd-rs-packaging-test",
-            "--dry-run=server",
-            "-f",
-            "-",
-        ],
-        &list(&all),
-    )
-    .await;
+    let (ok, applied, err) = cp
+        .kubectl_async(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=capd-rs-packaging-test",
+                "--dry-run=server",
+                "-f",
+                "-",
+            ],
+            &list(&all),
+        )
+        .await;
     assert!(
         ok,
         "server-side dry run of the components:\n{err}\n{applied}"
