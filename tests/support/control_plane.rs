@@ -57,15 +57,7 @@ impl ControlPlane {
     /// [`ControlPlane::kubectl`] off the async runtime, so servers in the test's runtime keep
     /// answering.
     pub async fn kubectl_async(&self, args: &[&str], input: &str) -> (bool, String, String) {
-        let kubeconfig = self.kubeconfig.clone();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let input = input.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl_at(&kubeconfig, &args, &input)
-        })
-        .await
-        .expect("kubectl task")
+        kubectl_at_async(&self.kubeconfig, args, input).await
     }
 
     /// The audit log's events so far, parsed.
@@ -76,6 +68,23 @@ impl ControlPlane {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
+}
+
+/// [`kubectl_at`] off the async runtime, so servers in the caller's runtime keep answering.
+pub async fn kubectl_at_async(
+    kubeconfig: &Path,
+    args: &[&str],
+    input: &str,
+) -> (bool, String, String) {
+    let kubeconfig = kubeconfig.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kubectl_at(&kubeconfig, &args, &input)
+    })
+    .await
+    .expect("kubectl task")
 }
 
 /// Runs `kubectl --kubeconfig <kubeconfig>` with `input` on its standard input; returns

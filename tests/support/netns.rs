@@ -31,6 +31,7 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
 use super::control_plane::ControlPlane;
+use super::process::output_of;
 
 /// The prefix of every namespace this harness creates: `capdrs-<pid>-<n>`.
 const NAME_PREFIX: &str = "capdrs-";
@@ -146,18 +147,7 @@ impl Drop for NetNs {
 
 /// Runs `ip <args>`, failing with its error output.
 fn ip(args: &[&str]) -> Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (Debian: apt-get install iproute2)")?;
-    if !output.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    output_of("ip", args, "Debian: apt-get install iproute2").map(drop)
 }
 
 /// Docker's chain for its users' forwarding rules, consulted before its own.
@@ -165,18 +155,7 @@ const DOCKER_USER: &str = "DOCKER-USER";
 
 /// Runs `iptables <args>`, failing with its error output.
 fn iptables(args: &[&str]) -> Result<()> {
-    let output = Command::new("iptables")
-        .args(args)
-        .output()
-        .context("running iptables (Debian: apt-get install iptables)")?;
-    if !output.status.success() {
-        bail!(
-            "iptables {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    output_of("iptables", args, "Debian: apt-get install iptables").map(drop)
 }
 
 /// The host and namespace addresses of a /30 in 100.100.0.0/16 that no interface uses, starting

@@ -193,6 +193,23 @@ impl Drop for WorkDir {
     }
 }
 
+/// What `program <args>` prints on its standard output, failing with its error output (and
+/// `install_hint` when it cannot be run at all).
+pub fn output_of(program: &str, args: &[&str], install_hint: &str) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} ({install_hint})"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Waits until `check` returns `Ok(Some(_))`, failing with its last error or `what` after
 /// `timeout`; `Err` from `check` ends the wait at once (a process that died, say).
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>

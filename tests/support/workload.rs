@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::control_plane::kubectl_at;
-use super::process::{Process, WorkDir};
+use super::control_plane::kubectl_at_async;
+use super::process::{Process, WorkDir, output_of};
 
 /// Where kubeadm keeps the cluster's certificates and keys in a node.
 const PKI: &str = "/etc/kubernetes/pki";
@@ -153,15 +153,7 @@ impl WorkloadControlPlane {
 
     /// Runs kubectl against the workload cluster as its admin.
     pub async fn kubectl(&self, args: &[&str], input: &str) -> (bool, String, String) {
-        let kubeconfig = self.kubeconfig.clone();
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let input = input.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl_at(&kubeconfig, &args, &input)
-        })
-        .await
-        .expect("kubectl task")
+        kubectl_at_async(&self.kubeconfig, args, input).await
     }
 
     /// kubeadm init's upload: the `ClusterConfiguration` that CABPK gave `kubeadm init` in the
@@ -307,16 +299,5 @@ fn sign_serving_certificate(pki: &Path, addresses: &[&str]) -> Result<()> {
 
 /// What `docker <args>` prints, failing with its error output.
 fn docker(args: &[&str]) -> Result<String> {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .context("running docker")?;
-    if !output.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    output_of("docker", args, "the Docker CLI")
 }
