@@ -158,7 +158,8 @@ impl Repository {
         let to = target.kubeconfig().display().to_string();
         self.clusterctl(
             source.kubeconfig(),
-            &["move", "-n", namespace, "--to-kubeconfig", &to],
+            // Verbose: the objects it creates and deletes, for a failing test's message.
+            &["move", "-n", namespace, "--to-kubeconfig", &to, "-v", "5"],
             &[],
         )
         .await
@@ -309,6 +310,11 @@ impl Management {
     /// Its admin kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.cp.kubeconfig
+    }
+
+    /// A client with admin rights.
+    pub async fn client(&self) -> Result<kube::Client> {
+        self.cp.client().await
     }
 
     /// Runs kubectl against it as its admin.
