@@ -36,9 +36,9 @@ use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINA
 use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
-use crate::docker::node::{self, Node, Role};
-use crate::docker::pulls::{ImagePulls, PullStatus};
-use crate::docker::{ContainerRuntime, Found, node_bootstrap};
+use crate::docker::node::{self, Node, NodeError, NodeRequest, Role};
+use crate::docker::pulls::ImagePulls;
+use crate::docker::{ContainerRuntime, node_bootstrap};
 use crate::metrics::{ControllerMetrics, Metrics};
 
 const KIND: &str = "DockerMachine";
@@ -534,119 +534,58 @@ async fn provision(
         );
         message
     };
-    let running = match crate::docker::find_owned(runtime, &container, &owner(dm)).await {
-        Err(e) => {
-            return Err((
-                "ContainerFailed",
-                not_provisioned(out, format!("Failed to inspect container {container}: {e}")),
-            ));
+    let owner = owner(dm);
+    let image = image_for(dm, machine);
+    let request = NodeRequest {
+        name: &container,
+        owner: &owner,
+        provisioned: !dm.spec.provider_id.is_empty(),
+        node: image.as_ref().map_err(Clone::clone).map(|image| Node {
+            cluster: cluster_name,
+            name: &container,
+            owner: &owner,
+            role,
+            failure_domain: &machine.spec.failure_domain,
+            image,
+            extra_mounts: &dm.spec.extra_mounts,
+            network: &ctx.settings.network,
+            ip_family,
+        }),
+        options: &ctx.settings.node_options,
+    };
+    let running = match node::ensure(
+        runtime,
+        &reconciler.pulls,
+        &request,
+        ObjectRef::from_obj(dm),
+    )
+    .await
+    {
+        Ok(node::NodeState::Running {
+            container: c,
+            created,
+        }) => {
+            if created {
+                shared::publish(
+                    ctx,
+                    dm,
+                    EventType::Normal,
+                    "ContainerCreated",
+                    format!("Created node container {container}"),
+                )
+                .await;
+            }
+            c
         }
-        Ok(Found::NotOurs(other)) => {
-            let whose = other.map_or("another owner".to_owned(), |o| o.to_string());
-            return Err((
-                "ContainerNameClash",
-                not_provisioned(
-                    out,
-                    format!(
-                        "Container {container} already exists and belongs to {whose}; capd-rs will not adopt or remove it"
-                    ),
-                ),
-            ));
+        Ok(node::NodeState::Pulling { image, progress }) => {
+            not_provisioned(out, format!("Pulling image {image}: {progress}"));
+            return Ok(Action::await_change());
         }
-        Ok(Found::Ours(c)) if c.running => c,
-        Ok(Found::Ours(_)) => {
-            // Like CAPD: a machine whose container stopped is left to remediation.
+        Ok(node::NodeState::NotRunning) => {
             not_provisioned(out, format!("Container {container} is not running anymore"));
             return Ok(Action::await_change());
         }
-        Ok(Found::Absent) if !dm.spec.provider_id.is_empty() => {
-            // Like CAPD: a provisioned machine whose container is gone is not given a fresh,
-            // unbootstrapped node under the same name; it is left to remediation.
-            not_provisioned(out, format!("Container {container} is not running anymore"));
-            return Ok(Action::await_change());
-        }
-        Ok(Found::Absent) => {
-            let image =
-                image_for(dm, machine).map_err(|m| ("InvalidMachine", not_provisioned(out, m)))?;
-            match reconciler
-                .pulls
-                .ensure(&image.image, ObjectRef::from_obj(dm))
-                .await
-            {
-                Ok(PullStatus::Present) => {}
-                Ok(PullStatus::Pulling(progress)) => {
-                    not_provisioned(out, format!("Pulling image {}: {progress}", image.image));
-                    return Ok(Action::await_change());
-                }
-                Ok(PullStatus::Failed(message)) => {
-                    return Err((
-                        "ImagePullFailed",
-                        not_provisioned(
-                            out,
-                            format!("Cannot pull image {}: {message}", image.image),
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Err((
-                        "ContainerFailed",
-                        not_provisioned(
-                            out,
-                            format!("Failed to create container {container}: {e}"),
-                        ),
-                    ));
-                }
-            }
-            let owner = owner(dm);
-            let spec = Node {
-                cluster: cluster_name,
-                name: &container,
-                owner: &owner,
-                role,
-                failure_domain: &machine.spec.failure_domain,
-                image: &image,
-                extra_mounts: &dm.spec.extra_mounts,
-                network: &ctx.settings.network,
-                ip_family,
-            };
-            let created = async {
-                let spec = node::container_spec(&spec, &ctx.settings.node_options)?;
-                runtime.ensure_network(&spec.network).await?;
-                runtime.run_container(&spec).await?;
-                runtime.inspect_container(&container).await
-            };
-            match created.await {
-                Ok(Some(c)) => {
-                    shared::publish(
-                        ctx,
-                        dm,
-                        EventType::Normal,
-                        "ContainerCreated",
-                        format!("Created node container {container}"),
-                    )
-                    .await;
-                    c
-                }
-                Ok(None) => {
-                    return Err((
-                        "ContainerFailed",
-                        not_provisioned(
-                            out,
-                            format!("Container {container} vanished after it was created"),
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Err((
-                        "ContainerFailed",
-                        not_provisioned(
-                            out,
-                            format!("Failed to create container {container}: {e}"),
-                        ),
-                    ));
-                }
-            }
-        }
+        Err(e) => return Err((node_error_reason(&e), not_provisioned(out, e.to_string()))),
     };
     out.set(
         reasons::CONTAINER_PROVISIONED,
@@ -870,6 +809,18 @@ async fn provision(
     }
     follow(reconciler, dm, &container, Phase::Bootstrap);
     Ok(Action::await_change())
+}
+
+/// The event reason of a node container failure.
+fn node_error_reason(error: &NodeError) -> &'static str {
+    match error {
+        NodeError::NameClash { .. } => "ContainerNameClash",
+        NodeError::InvalidMachine(_) => "InvalidMachine",
+        NodeError::Pull { .. } => "ImagePullFailed",
+        NodeError::Inspect { .. } | NodeError::Create { .. } | NodeError::Vanished(_) => {
+            "ContainerFailed"
+        }
+    }
 }
 
 /// Whether machines of `cluster` wait for its control plane: it has a control-plane reference

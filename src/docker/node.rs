@@ -1,10 +1,15 @@
-//! A machine's node container, as kind runs its nodes (pure): names, labels and the container
-//! options CAPD uses, with the privileged profile relaxable for engines that refuse it.
+//! A machine's node container, as kind runs its nodes: names, labels and the container options
+//! CAPD uses, with the privileged profile relaxable for engines that refuse it (pure), and
+//! [`ensure`], the steps that make the engine run it without ever touching a container that
+//! belongs to another object.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
 
 use super::kind_images::{Mapping, Mode};
 use super::labels::{self, Owner};
-use super::{ContainerSpec, DockerError};
-use std::collections::BTreeMap;
+use super::pulls::{ImagePulls, PullStatus};
+use super::{Container, ContainerRuntime, ContainerSpec, DockerError, Found};
 
 use crate::api::Mount;
 use crate::api::common::{MachineAddress, MachineAddressType};
@@ -178,6 +183,161 @@ pub fn addresses(name: &str, ips: &(String, String), family: IpFamily) -> Vec<Ma
         }
     }
     addresses
+}
+
+/// The node container a machine wants, for [`ensure`].
+pub struct NodeRequest<'a> {
+    /// The container's name.
+    pub name: &'a str,
+    /// Its owner.
+    pub owner: &'a Owner,
+    /// Whether the machine was provisioned before (it has its providerID): then a container that
+    /// is gone is not made again.
+    pub provisioned: bool,
+    /// The node to make when there is no container, or why there is none to make (reported only
+    /// then).
+    pub node: Result<Node<'a>, String>,
+    /// How node containers are run.
+    pub options: &'a NodeOptions,
+}
+
+/// Where the node container stands after [`ensure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// The image is being pulled.
+    Pulling {
+        /// The image.
+        image: String,
+        /// The pull's progress.
+        progress: String,
+    },
+    /// The container runs.
+    Running {
+        /// The container as the engine reports it.
+        container: Container,
+        /// Whether this call created it.
+        created: bool,
+    },
+    /// The container stopped, or is gone after the machine was provisioned: like CAPD, capd-rs
+    /// leaves such a machine to remediation rather than give it a fresh, unbootstrapped node
+    /// under the same name.
+    NotRunning,
+}
+
+/// Why the node container could not be made to run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// The engine could not say what has the container's name.
+    #[error("Failed to inspect container {name}: {source}")]
+    Inspect {
+        /// The container's name.
+        name: String,
+        /// The engine's error.
+        source: DockerError,
+    },
+    /// A container has the name but is not this machine's.
+    #[error("Container {name} already exists and belongs to {}; capd-rs will not adopt or remove it", owner.as_ref().map_or("another owner".to_owned(), ToString::to_string))]
+    NameClash {
+        /// The container's name.
+        name: String,
+        /// Its owner, when it names one.
+        owner: Option<Owner>,
+    },
+    /// The machine does not say what to run.
+    #[error("{0}")]
+    InvalidMachine(String),
+    /// The image could not be pulled.
+    #[error("Cannot pull image {image}: {message}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The engine failed to create or start the container.
+    #[error("Failed to create container {name}: {source}")]
+    Create {
+        /// The container's name.
+        name: String,
+        /// The engine's error.
+        source: DockerError,
+    },
+    /// The container was gone right after it was created.
+    #[error("Container {0} vanished after it was created")]
+    Vanished(String),
+}
+
+/// Makes the node container of `request` run: finds it by name (checking it is the machine's),
+/// or pulls its image in the background (`waiter` is woken when the pull ends) and creates it,
+/// with its network when missing. A container that stopped, or vanished after provisioning, is
+/// reported as [`NodeState::NotRunning`] and left alone.
+pub async fn ensure<W: Clone + Eq + Hash + Send + 'static>(
+    runtime: &dyn ContainerRuntime,
+    pulls: &ImagePulls<W>,
+    request: &NodeRequest<'_>,
+    waiter: W,
+) -> Result<NodeState, NodeError> {
+    let name = request.name;
+    match super::find_owned(runtime, name, request.owner).await {
+        Err(source) => {
+            return Err(NodeError::Inspect {
+                name: name.to_owned(),
+                source,
+            });
+        }
+        Ok(Found::NotOurs(owner)) => {
+            return Err(NodeError::NameClash {
+                name: name.to_owned(),
+                owner,
+            });
+        }
+        Ok(Found::Ours(container)) if container.running => {
+            return Ok(NodeState::Running {
+                container,
+                created: false,
+            });
+        }
+        Ok(Found::Ours(_)) => return Ok(NodeState::NotRunning),
+        Ok(Found::Absent) if request.provisioned => return Ok(NodeState::NotRunning),
+        Ok(Found::Absent) => {}
+    }
+    let node = request
+        .node
+        .as_ref()
+        .map_err(|message| NodeError::InvalidMachine(message.clone()))?;
+    let create_error = |source| NodeError::Create {
+        name: name.to_owned(),
+        source,
+    };
+    let image = &node.image.image;
+    match pulls.ensure(image, waiter).await.map_err(create_error)? {
+        PullStatus::Present => {}
+        PullStatus::Pulling(progress) => {
+            return Ok(NodeState::Pulling {
+                image: image.clone(),
+                progress,
+            });
+        }
+        PullStatus::Failed(message) => {
+            return Err(NodeError::Pull {
+                image: image.clone(),
+                message,
+            });
+        }
+    }
+    let created = async {
+        let spec = container_spec(node, request.options)?;
+        runtime.ensure_network(&spec.network).await?;
+        runtime.run_container(&spec).await?;
+        runtime.inspect_container(name).await
+    };
+    match created.await.map_err(create_error)? {
+        Some(container) => Ok(NodeState::Running {
+            container,
+            created: true,
+        }),
+        None => Err(NodeError::Vanished(name.to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -363,5 +523,232 @@ mod tests {
         // A network without IPv6 gives a dual-stack node its IPv4 addresses only.
         let v4_only = (ips.0.clone(), String::new());
         assert_eq!(render(&v4_only, IpFamily::Dual).len(), 3);
+    }
+
+    /// The ensure tests: a fake engine, image pulls waking a channel, and a request for worker
+    /// `c1-w` of `owner()`, with kind's image for v1.34.0.
+    mod ensure {
+        use std::sync::Arc;
+
+        use futures::StreamExt as _;
+        use futures::channel::mpsc::UnboundedReceiver;
+
+        use super::*;
+        use crate::docker::fake::FakeRuntime;
+
+        fn image() -> Mapping {
+            mapping("v1.34.0", "").unwrap()
+        }
+
+        fn pulls(fake: &Arc<FakeRuntime>) -> (ImagePulls<u8>, UnboundedReceiver<u8>) {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            (ImagePulls::new(fake.clone(), tx), rx)
+        }
+
+        fn request<'a>(
+            owner: &'a Owner,
+            image: &'a Mapping,
+            options: &'a NodeOptions,
+            provisioned: bool,
+        ) -> NodeRequest<'a> {
+            NodeRequest {
+                name: "c1-w",
+                owner,
+                provisioned,
+                node: Ok(worker(owner, image)),
+                options,
+            }
+        }
+
+        fn container(owner: Option<&Owner>, running: bool) -> Container {
+            Container {
+                name: "c1-w".into(),
+                labels: owner.map(Owner::labels).unwrap_or_default(),
+                running,
+                ..Default::default()
+            }
+        }
+
+        #[tokio::test]
+        async fn creates_the_node_once_then_adopts_it() {
+            let fake = Arc::new(FakeRuntime::default());
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            fake.add_image(&image.image);
+            let (pulls, _rx) = pulls(&fake);
+            let request = request(&owner, &image, &options, false);
+            let first = ensure(fake.as_ref(), &pulls, &request, 0).await.unwrap();
+            assert!(
+                matches!(first, NodeState::Running { created: true, ref container } if container.running),
+                "{first:?}"
+            );
+            assert_eq!(fake.networks(), ["kind"]);
+            let spec = fake.spec("c1-w").unwrap();
+            assert_eq!(Owner::from_labels(&spec.labels), Some(owner.clone()));
+            // A restarted manager, or the next reconcile, finds it and makes nothing.
+            let again = ensure(fake.as_ref(), &pulls, &request, 0).await.unwrap();
+            assert!(
+                matches!(again, NodeState::Running { created: false, .. }),
+                "{again:?}"
+            );
+            assert_eq!(fake.names(), ["c1-w"]);
+        }
+
+        #[tokio::test]
+        async fn another_owners_container_is_a_clash_and_left_alone() {
+            let fake = Arc::new(FakeRuntime::default());
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            fake.add_image(&image.image);
+            let other = Owner {
+                namespace: "other".into(),
+                ..owner.clone()
+            };
+            fake.add_container(container(Some(&other), true));
+            let (pulls, _rx) = pulls(&fake);
+            let error = ensure(
+                fake.as_ref(),
+                &pulls,
+                &request(&owner, &image, &options, false),
+                0,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(&error, NodeError::NameClash { owner: Some(o), .. } if *o == other),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "Container c1-w already exists and belongs to DockerMachine other/m; capd-rs will not adopt or remove it"
+            );
+            // An unlabelled container (kind's, say) is no one's: a clash too.
+            let fake = Arc::new(FakeRuntime::default());
+            fake.add_container(container(None, true));
+            let (pulls, _rx) = super::ensure::pulls(&fake);
+            let error = ensure(
+                fake.as_ref(),
+                &pulls,
+                &request(&owner, &image, &options, false),
+                0,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("belongs to another owner"),
+                "{error}"
+            );
+            assert_eq!(fake.names(), ["c1-w"]);
+        }
+
+        #[tokio::test]
+        async fn a_missing_image_is_pulled_in_the_background_and_a_failed_pull_is_named() {
+            let fake = Arc::new(FakeRuntime::default());
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            fake.set_pullable(&image.image);
+            let (pulls, mut rx) = pulls(&fake);
+            let request = request(&owner, &image, &options, false);
+            let state = ensure(fake.as_ref(), &pulls, &request, 7).await.unwrap();
+            assert!(
+                matches!(&state, NodeState::Pulling { image: i, .. } if *i == image.image),
+                "{state:?}"
+            );
+            assert!(fake.names().is_empty(), "nothing is created while pulling");
+            assert_eq!(rx.next().await, Some(7), "the pull wakes its waiter");
+            let state = ensure(fake.as_ref(), &pulls, &request, 7).await.unwrap();
+            assert!(matches!(state, NodeState::Running { created: true, .. }));
+
+            // An image no registry has.
+            let fake = Arc::new(FakeRuntime::default());
+            let (pulls, mut rx) = super::ensure::pulls(&fake);
+            let first = ensure(fake.as_ref(), &pulls, &request, 1).await.unwrap();
+            assert!(matches!(first, NodeState::Pulling { .. }), "{first:?}");
+            assert_eq!(rx.next().await, Some(1));
+            let error = ensure(fake.as_ref(), &pulls, &request, 1)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, NodeError::Pull { image: i, .. } if *i == image.image),
+                "{error:?}"
+            );
+            assert!(fake.names().is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_engine_that_is_down_is_reported_and_nothing_is_made() {
+            let fake = Arc::new(FakeRuntime::default());
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            fake.add_image(&image.image);
+            fake.set_down(true);
+            let (pulls, _rx) = pulls(&fake);
+            let error = ensure(
+                fake.as_ref(),
+                &pulls,
+                &request(&owner, &image, &options, false),
+                0,
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(error, NodeError::Inspect { .. }), "{error:?}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("Failed to inspect container c1-w: "),
+                "{error}"
+            );
+            fake.set_down(false);
+            assert!(fake.names().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_stopped_or_vanished_node_is_left_to_remediation() {
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            // Stopped: not restarted, not removed.
+            let fake = Arc::new(FakeRuntime::default());
+            fake.add_image(&image.image);
+            fake.add_container(container(Some(&owner), false));
+            let (pulls, _rx) = pulls(&fake);
+            let state = ensure(
+                fake.as_ref(),
+                &pulls,
+                &request(&owner, &image, &options, false),
+                0,
+            )
+            .await
+            .unwrap();
+            assert_eq!(state, NodeState::NotRunning);
+            assert_eq!(fake.names(), ["c1-w"]);
+            // Gone after provisioning: no fresh, unbootstrapped node under the same name.
+            let fake = Arc::new(FakeRuntime::default());
+            fake.add_image(&image.image);
+            let (pulls, _rx) = super::ensure::pulls(&fake);
+            let state = ensure(
+                fake.as_ref(),
+                &pulls,
+                &request(&owner, &image, &options, true),
+                0,
+            )
+            .await
+            .unwrap();
+            assert_eq!(state, NodeState::NotRunning);
+            assert!(fake.names().is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_machine_without_an_image_is_named_only_when_a_node_must_be_made() {
+            let fake = Arc::new(FakeRuntime::default());
+            let (image, options, owner) = (image(), NodeOptions::default(), owner());
+            let (pulls, _rx) = pulls(&fake);
+            let invalid = NodeRequest {
+                node: Err("no image to run".into()),
+                ..request(&owner, &image, &options, false)
+            };
+            let error = ensure(fake.as_ref(), &pulls, &invalid, 0)
+                .await
+                .unwrap_err();
+            assert_eq!(error.to_string(), "no image to run");
+            // Its running node is still found.
+            fake.add_container(container(Some(&owner), true));
+            let state = ensure(fake.as_ref(), &pulls, &invalid, 0).await.unwrap();
+            assert!(matches!(state, NodeState::Running { created: false, .. }));
+        }
     }
 }
