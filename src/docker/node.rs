@@ -525,8 +525,8 @@ mod tests {
         assert_eq!(render(&v4_only, IpFamily::Dual).len(), 3);
     }
 
-    /// The ensure tests: a fake engine, image pulls waking a channel, and a request for worker
-    /// `c1-w` of `owner()`, with kind's image for v1.34.0.
+    /// The ensure tests: a fake engine whose image pulls wake a channel, and requests for worker
+    /// `c1-w` of `owner()` with kind's image for v1.34.0.
     mod ensure {
         use std::sync::Arc;
 
@@ -540,78 +540,90 @@ mod tests {
             mapping("v1.34.0", "").unwrap()
         }
 
-        fn pulls(fake: &Arc<FakeRuntime>) -> (ImagePulls<u8>, UnboundedReceiver<u8>) {
-            let (tx, rx) = futures::channel::mpsc::unbounded();
-            (ImagePulls::new(fake.clone(), tx), rx)
+        /// A fake engine, the image pulls on it, and what the pulls wake.
+        struct Engine {
+            fake: Arc<FakeRuntime>,
+            pulls: ImagePulls<u8>,
+            woken: UnboundedReceiver<u8>,
         }
 
-        fn request<'a>(
-            owner: &'a Owner,
-            image: &'a Mapping,
-            options: &'a NodeOptions,
-            provisioned: bool,
-        ) -> NodeRequest<'a> {
-            NodeRequest {
-                name: "c1-w",
-                owner,
-                provisioned,
-                node: Ok(worker(owner, image)),
-                options,
+        impl Engine {
+            /// An engine with the node image present.
+            fn with_image() -> Self {
+                let engine = Self::without_image();
+                engine.fake.add_image(&image().image);
+                engine
             }
-        }
 
-        fn container(owner: Option<&Owner>, running: bool) -> Container {
-            Container {
-                name: "c1-w".into(),
-                labels: owner.map(Owner::labels).unwrap_or_default(),
-                running,
-                ..Default::default()
+            fn without_image() -> Self {
+                let fake = Arc::new(FakeRuntime::default());
+                let (tx, woken) = futures::channel::mpsc::unbounded();
+                let pulls = ImagePulls::new(fake.clone(), tx);
+                Self { fake, pulls, woken }
+            }
+
+            /// [`ensure`] for the worker (`provisioned` as given; with no node to make, for the
+            /// reason `no_node`, when it is `Some`), woken as `waiter`.
+            async fn ensure(
+                &self,
+                provisioned: bool,
+                no_node: Option<&str>,
+                waiter: u8,
+            ) -> Result<NodeState, NodeError> {
+                let (image, options, owner) = (image(), NodeOptions::default(), owner());
+                let request = NodeRequest {
+                    name: "c1-w",
+                    owner: &owner,
+                    provisioned,
+                    node: match no_node {
+                        Some(reason) => Err(reason.to_owned()),
+                        None => Ok(worker(&owner, &image)),
+                    },
+                    options: &options,
+                };
+                ensure(self.fake.as_ref(), &self.pulls, &request, waiter).await
+            }
+
+            /// Adds container `c1-w` labelled for `owner` (none: unlabelled).
+            fn add_container(&self, owner: Option<&Owner>, running: bool) {
+                self.fake.add_container(Container {
+                    name: "c1-w".into(),
+                    labels: owner.map(Owner::labels).unwrap_or_default(),
+                    running,
+                    ..Default::default()
+                });
             }
         }
 
         #[tokio::test]
         async fn creates_the_node_once_then_adopts_it() {
-            let fake = Arc::new(FakeRuntime::default());
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
-            fake.add_image(&image.image);
-            let (pulls, _rx) = pulls(&fake);
-            let request = request(&owner, &image, &options, false);
-            let first = ensure(fake.as_ref(), &pulls, &request, 0).await.unwrap();
+            let engine = Engine::with_image();
+            let first = engine.ensure(false, None, 0).await.unwrap();
             assert!(
                 matches!(first, NodeState::Running { created: true, ref container } if container.running),
                 "{first:?}"
             );
-            assert_eq!(fake.networks(), ["kind"]);
-            let spec = fake.spec("c1-w").unwrap();
-            assert_eq!(Owner::from_labels(&spec.labels), Some(owner.clone()));
+            assert_eq!(engine.fake.networks(), ["kind"]);
+            let spec = engine.fake.spec("c1-w").unwrap();
+            assert_eq!(Owner::from_labels(&spec.labels), Some(owner()));
             // A restarted manager, or the next reconcile, finds it and makes nothing.
-            let again = ensure(fake.as_ref(), &pulls, &request, 0).await.unwrap();
+            let again = engine.ensure(false, None, 0).await.unwrap();
             assert!(
                 matches!(again, NodeState::Running { created: false, .. }),
                 "{again:?}"
             );
-            assert_eq!(fake.names(), ["c1-w"]);
+            assert_eq!(engine.fake.names(), ["c1-w"]);
         }
 
         #[tokio::test]
         async fn another_owners_container_is_a_clash_and_left_alone() {
-            let fake = Arc::new(FakeRuntime::default());
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
-            fake.add_image(&image.image);
+            let engine = Engine::with_image();
             let other = Owner {
                 namespace: "other".into(),
-                ..owner.clone()
+                ..owner()
             };
-            fake.add_container(container(Some(&other), true));
-            let (pulls, _rx) = pulls(&fake);
-            let error = ensure(
-                fake.as_ref(),
-                &pulls,
-                &request(&owner, &image, &options, false),
-                0,
-            )
-            .await
-            .unwrap_err();
+            engine.add_container(Some(&other), true);
+            let error = engine.ensure(false, None, 0).await.unwrap_err();
             assert!(
                 matches!(&error, NodeError::NameClash { owner: Some(o), .. } if *o == other),
                 "{error:?}"
@@ -620,73 +632,56 @@ mod tests {
                 error.to_string(),
                 "Container c1-w already exists and belongs to DockerMachine other/m; capd-rs will not adopt or remove it"
             );
+            assert_eq!(engine.fake.names(), ["c1-w"]);
             // An unlabelled container (kind's, say) is no one's: a clash too.
-            let fake = Arc::new(FakeRuntime::default());
-            fake.add_container(container(None, true));
-            let (pulls, _rx) = super::ensure::pulls(&fake);
-            let error = ensure(
-                fake.as_ref(),
-                &pulls,
-                &request(&owner, &image, &options, false),
-                0,
-            )
-            .await
-            .unwrap_err();
+            let engine = Engine::with_image();
+            engine.add_container(None, true);
+            let error = engine.ensure(false, None, 0).await.unwrap_err();
             assert!(
                 error.to_string().contains("belongs to another owner"),
                 "{error}"
             );
-            assert_eq!(fake.names(), ["c1-w"]);
         }
 
         #[tokio::test]
         async fn a_missing_image_is_pulled_in_the_background_and_a_failed_pull_is_named() {
-            let fake = Arc::new(FakeRuntime::default());
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
-            fake.set_pullable(&image.image);
-            let (pulls, mut rx) = pulls(&fake);
-            let request = request(&owner, &image, &options, false);
-            let state = ensure(fake.as_ref(), &pulls, &request, 7).await.unwrap();
+            let mut engine = Engine::without_image();
+            engine.fake.set_pullable(&image().image);
+            let state = engine.ensure(false, None, 7).await.unwrap();
             assert!(
-                matches!(&state, NodeState::Pulling { image: i, .. } if *i == image.image),
+                matches!(&state, NodeState::Pulling { image: i, .. } if *i == image().image),
                 "{state:?}"
             );
-            assert!(fake.names().is_empty(), "nothing is created while pulling");
-            assert_eq!(rx.next().await, Some(7), "the pull wakes its waiter");
-            let state = ensure(fake.as_ref(), &pulls, &request, 7).await.unwrap();
+            assert!(
+                engine.fake.names().is_empty(),
+                "nothing is made while pulling"
+            );
+            assert_eq!(
+                engine.woken.next().await,
+                Some(7),
+                "the pull wakes its waiter"
+            );
+            let state = engine.ensure(false, None, 7).await.unwrap();
             assert!(matches!(state, NodeState::Running { created: true, .. }));
 
             // An image no registry has.
-            let fake = Arc::new(FakeRuntime::default());
-            let (pulls, mut rx) = super::ensure::pulls(&fake);
-            let first = ensure(fake.as_ref(), &pulls, &request, 1).await.unwrap();
+            let mut engine = Engine::without_image();
+            let first = engine.ensure(false, None, 1).await.unwrap();
             assert!(matches!(first, NodeState::Pulling { .. }), "{first:?}");
-            assert_eq!(rx.next().await, Some(1));
-            let error = ensure(fake.as_ref(), &pulls, &request, 1)
-                .await
-                .unwrap_err();
+            assert_eq!(engine.woken.next().await, Some(1));
+            let error = engine.ensure(false, None, 1).await.unwrap_err();
             assert!(
-                matches!(&error, NodeError::Pull { image: i, .. } if *i == image.image),
+                matches!(&error, NodeError::Pull { image: i, .. } if *i == image().image),
                 "{error:?}"
             );
-            assert!(fake.names().is_empty());
+            assert!(engine.fake.names().is_empty());
         }
 
         #[tokio::test]
         async fn an_engine_that_is_down_is_reported_and_nothing_is_made() {
-            let fake = Arc::new(FakeRuntime::default());
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
-            fake.add_image(&image.image);
-            fake.set_down(true);
-            let (pulls, _rx) = pulls(&fake);
-            let error = ensure(
-                fake.as_ref(),
-                &pulls,
-                &request(&owner, &image, &options, false),
-                0,
-            )
-            .await
-            .unwrap_err();
+            let engine = Engine::with_image();
+            engine.fake.set_down(true);
+            let error = engine.ensure(false, None, 0).await.unwrap_err();
             assert!(matches!(error, NodeError::Inspect { .. }), "{error:?}");
             assert!(
                 error
@@ -694,60 +689,35 @@ mod tests {
                     .starts_with("Failed to inspect container c1-w: "),
                 "{error}"
             );
-            fake.set_down(false);
-            assert!(fake.names().is_empty());
+            engine.fake.set_down(false);
+            assert!(engine.fake.names().is_empty());
         }
 
         #[tokio::test]
         async fn a_stopped_or_vanished_node_is_left_to_remediation() {
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
             // Stopped: not restarted, not removed.
-            let fake = Arc::new(FakeRuntime::default());
-            fake.add_image(&image.image);
-            fake.add_container(container(Some(&owner), false));
-            let (pulls, _rx) = pulls(&fake);
-            let state = ensure(
-                fake.as_ref(),
-                &pulls,
-                &request(&owner, &image, &options, false),
-                0,
-            )
-            .await
-            .unwrap();
+            let engine = Engine::with_image();
+            engine.add_container(Some(&owner()), false);
+            let state = engine.ensure(false, None, 0).await.unwrap();
             assert_eq!(state, NodeState::NotRunning);
-            assert_eq!(fake.names(), ["c1-w"]);
+            assert_eq!(engine.fake.names(), ["c1-w"]);
             // Gone after provisioning: no fresh, unbootstrapped node under the same name.
-            let fake = Arc::new(FakeRuntime::default());
-            fake.add_image(&image.image);
-            let (pulls, _rx) = super::ensure::pulls(&fake);
-            let state = ensure(
-                fake.as_ref(),
-                &pulls,
-                &request(&owner, &image, &options, true),
-                0,
-            )
-            .await
-            .unwrap();
+            let engine = Engine::with_image();
+            let state = engine.ensure(true, None, 0).await.unwrap();
             assert_eq!(state, NodeState::NotRunning);
-            assert!(fake.names().is_empty());
+            assert!(engine.fake.names().is_empty());
         }
 
         #[tokio::test]
         async fn a_machine_without_an_image_is_named_only_when_a_node_must_be_made() {
-            let fake = Arc::new(FakeRuntime::default());
-            let (image, options, owner) = (image(), NodeOptions::default(), owner());
-            let (pulls, _rx) = pulls(&fake);
-            let invalid = NodeRequest {
-                node: Err("no image to run".into()),
-                ..request(&owner, &image, &options, false)
-            };
-            let error = ensure(fake.as_ref(), &pulls, &invalid, 0)
-                .await
-                .unwrap_err();
+            let engine = Engine::with_image();
+            let no_image = Some("no image to run");
+            let error = engine.ensure(false, no_image, 0).await.unwrap_err();
             assert_eq!(error.to_string(), "no image to run");
+            assert!(engine.fake.names().is_empty());
             // Its running node is still found.
-            fake.add_container(container(Some(&owner), true));
-            let state = ensure(fake.as_ref(), &pulls, &invalid, 0).await.unwrap();
+            engine.add_container(Some(&owner()), true);
+            let state = engine.ensure(false, no_image, 0).await.unwrap();
             assert!(matches!(state, NodeState::Running { created: false, .. }));
         }
     }
