@@ -7,9 +7,7 @@
 //! wakes the reconciler when its progress changes. State comes from the node itself, so a
 //! restarted manager picks up where the node stands.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -24,8 +22,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
+
+mod tasks;
+
+use tasks::{MachineTasks, Phase};
 
 use super::conditions::{self, Status, names};
 use super::workload_node::{NodeState, WorkloadClients};
@@ -37,22 +38,15 @@ use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
 use crate::docker::node::{self, Node, NodeError, NodeRequest, Role};
+use crate::docker::node_bootstrap;
 use crate::docker::pulls::ImagePulls;
-use crate::docker::{ContainerRuntime, node_bootstrap};
-use crate::metrics::{ControllerMetrics, Metrics};
+use crate::metrics::ControllerMetrics;
 
 const KIND: &str = "DockerMachine";
 /// controller-runtime's name for this controller (its metrics' `controller` label).
 const CONTROLLER: &str = "dockermachine";
 /// How long a bootstrap may take when `spec.bootstrapTimeout` is unset (CAPD's default).
 const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long a bootstrap watch outlives the bootstrap timeout.
-const WATCH_GRACE: Duration = Duration::from_secs(30);
-/// How often a follower wakes the reconciler after the bootstrap timeout until it stops the
-/// bootstrap.
-const TIMEOUT_REMINDER: Duration = Duration::from_secs(5);
-/// How long the follower waits for a node to boot.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Condition types and reasons of machines (CAPD's names).
 mod reasons {
@@ -75,16 +69,14 @@ mod reasons {
     pub const DELETING: &str = "Deleting";
 }
 
-/// The reconciler's own state: image pulls and bootstrap followers that wake it.
+/// The reconciler's own state: image pulls and the machines' background work, which wake it.
 struct Reconciler {
     ctx: Arc<Context>,
     pulls: ImagePulls<ObjectRef<DockerMachine>>,
-    followers: Mutex<HashMap<String, Follower>>,
+    /// Each machine's follower and image loader.
+    tasks: MachineTasks,
     /// Clients for the workload clusters, to initialize their Nodes.
     workload: WorkloadClients,
-    loaders: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// The last image-loading failure per machine, reported once by the next reconcile.
-    load_failures: Arc<Mutex<HashMap<String, String>>>,
     wake: mpsc::UnboundedSender<ObjectRef<DockerMachine>>,
     metrics: ControllerMetrics,
 }
@@ -102,10 +94,8 @@ pub async fn run(
         .controller(CONTROLLER, ctx.settings.docker_machine_concurrency);
     let reconciler = Arc::new(Reconciler {
         pulls: ImagePulls::new(ctx.runtime.clone(), wake.clone()),
-        followers: Mutex::default(),
+        tasks: MachineTasks::default(),
         workload: WorkloadClients::new(ctx.settings.workload_rate_limit),
-        loaders: Mutex::default(),
-        load_failures: Arc::default(),
         wake,
         metrics: metrics.clone(),
         ctx: ctx.clone(),
@@ -196,23 +186,7 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
-    let followers = std::mem::take(
-        &mut *reconciler
-            .followers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    for (_, follower) in followers {
-        follower.task.abort();
-    }
-    for (_, task) in reconciler
-        .loaders
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-    {
-        task.abort();
-    }
+    reconciler.tasks.cancel_all();
 }
 
 /// A Machine maps to the DockerMachine its `spec.infrastructureRef` names.
@@ -650,12 +624,7 @@ async fn provision(
         )
     })?;
     if !missing.is_empty() {
-        let failure = reconciler
-            .load_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key(dm));
-        if let Some(message) = failure {
+        if let Some(message) = reconciler.tasks.take_load_failure(&key(dm)) {
             out.blocked(
                 reasons::PRELOADED_IMAGES_READY,
                 reasons::NOT_READY,
@@ -944,137 +913,30 @@ async fn bootstrap_plan(
         .map_err(|e| format!("Bootstrap data Secret {secret_name}: {e}"))
 }
 
-/// A background task that wakes the reconciler about one machine.
-struct Follower {
-    /// What it follows.
-    phase: Phase,
-    /// Set before its last wake: a reconcile that needs a follower then starts a new one
-    /// (the task itself may still be finishing).
-    ended: Arc<AtomicBool>,
-    task: JoinHandle<()>,
-}
-
-/// What a follower waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// The node's boot.
-    Boot,
-    /// The bootstrap's progress, its outcome, and the bootstrap timeout.
-    Bootstrap,
-}
-
 /// Starts (once per phase) the background task that wakes the reconciler when the node has
 /// booted, or each time the bootstrap advances, until it has an outcome or the node stops.
 fn follow(reconciler: &Arc<Reconciler>, dm: &DockerMachine, container: &str, phase: Phase) {
-    let mut followers = reconciler
-        .followers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(follower) = followers.get(&key(dm))
-        && !follower.ended.load(Ordering::SeqCst)
-    {
-        if follower.phase == phase {
-            return;
-        }
-        follower.task.abort();
-    }
     let runtime = reconciler.ctx.runtime.clone();
-    let metrics = reconciler.ctx.metrics.clone();
-    let wake = reconciler.wake.clone();
-    let timeout = bootstrap_timeout(dm);
-    let target = ObjectRef::from_obj(dm);
+    let wake_up = waker(reconciler, dm);
     let container = container.to_owned();
-    let ended = Arc::new(AtomicBool::new(false));
-    let ended_here = ended.clone();
-    let task = tokio::spawn(async move {
-        let wake_up = || {
-            let _ = wake.unbounded_send(target.clone());
-        };
-        match phase {
-            Phase::Boot => {
-                let booting = node_bootstrap::wait_until_booted(runtime.as_ref(), &container);
-                let _ = tokio::time::timeout(BOOT_TIMEOUT, booting).await;
+    let work = match phase {
+        Phase::Boot => tasks::follow_boot(runtime, container).boxed(),
+        Phase::Bootstrap => {
+            let metrics = reconciler.ctx.metrics.clone();
+            let timeout = bootstrap_timeout(dm);
+            let wake_up = wake_up.clone();
+            async move {
+                tasks::follow_bootstrap(runtime.as_ref(), &metrics, &container, timeout, || {
+                    wake_up()
+                })
+                .await
             }
-            Phase::Bootstrap => {
-                follow_bootstrap(runtime.as_ref(), &metrics, &container, timeout, wake_up).await
-            }
+            .boxed()
         }
-        // Ended before the last wake, so the reconcile it causes can start a new follower.
-        ended_here.store(true, Ordering::SeqCst);
-        wake_up();
-    });
-    followers.insert(key(dm), Follower { phase, ended, task });
-}
-
-/// Calls `wake_up` on each change of the bootstrap in `container`, and every few seconds once
-/// it has run longer than `timeout` (until the reconciler has stopped it); returns when the
-/// progress reports end. Records in `metrics` how long each step it saw start and end took.
-async fn follow_bootstrap(
-    runtime: &dyn ContainerRuntime,
-    metrics: &Metrics,
-    container: &str,
-    timeout: Duration,
-    wake_up: impl Fn(),
-) {
-    // The watch ends a little after the timeout at the latest; the reconciler starts a new one.
-    let mut reports = node_bootstrap::watch(runtime, container, timeout + WATCH_GRACE);
-    let mut deadline = None;
-    let mut steps = StepClock::default();
-    loop {
-        let timer = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            report = reports.next() => match report {
-                Some(Ok(progress)) => {
-                    if let Some(took) = steps.saw(progress.done, std::time::Instant::now()) {
-                        metrics.bootstrap_step(took);
-                    }
-                    if deadline.is_none() && progress.installed {
-                        let ran = Duration::from_secs(progress.elapsed_seconds);
-                        // One second late, so the runner's whole-second clock has passed it.
-                        let left = timeout.saturating_sub(ran) + Duration::from_secs(1);
-                        deadline = Some(tokio::time::Instant::now() + left);
-                    }
-                    wake_up();
-                }
-                _ => return,
-            },
-            () = timer => {
-                // Reminded until the reconciler has stopped the bootstrap (then the watch ends).
-                deadline = Some(tokio::time::Instant::now() + TIMEOUT_REMINDER);
-                wake_up();
-            }
-        }
-    }
-}
-
-/// Times bootstrap steps from the finished-step counts a follower sees: a step is timed only
-/// when the follower saw both its start and its end (the first count it sees may be mid-step).
-#[derive(Debug, Default)]
-struct StepClock {
-    /// The finished steps at the last change, and since when (`None` before the first report).
-    current: Option<(usize, std::time::Instant, bool)>,
-}
-
-impl StepClock {
-    /// Notes `done` finished steps at `now`; returns how long the step that just finished took.
-    fn saw(&mut self, done: usize, now: std::time::Instant) -> Option<Duration> {
-        match self.current {
-            Some((last, _, _)) if last == done => None,
-            Some((last, since, seen_start)) => {
-                self.current = Some((done, now, true));
-                (seen_start && done == last + 1).then(|| now.duration_since(since))
-            }
-            None => {
-                self.current = Some((done, now, false));
-                None
-            }
-        }
-    }
+    };
+    reconciler
+        .tasks
+        .follow(&key(dm), phase, work, move || wake_up());
 }
 
 /// Starts (once) the background task that loads `images` into the node, then wakes the
@@ -1085,49 +947,29 @@ fn load_images(
     container: &str,
     images: Vec<String>,
 ) {
-    let mut loaders = reconciler.loaders.lock().unwrap_or_else(|e| e.into_inner());
-    if loaders.get(&key(dm)).is_some_and(|l| !l.is_finished()) {
-        return;
-    }
-    let runtime = reconciler.ctx.runtime.clone();
+    let wake_up = waker(reconciler, dm);
+    let each = wake_up.clone();
+    let work = tasks::load_images(
+        reconciler.ctx.runtime.clone(),
+        container.to_owned(),
+        images,
+        move || each(),
+    );
+    reconciler.tasks.load(&key(dm), work, move || wake_up());
+}
+
+/// A function that wakes the reconciler for `dm`.
+fn waker(reconciler: &Reconciler, dm: &DockerMachine) -> Arc<dyn Fn() + Send + Sync> {
     let wake = reconciler.wake.clone();
-    let failures = reconciler.load_failures.clone();
-    let (target, machine, container) = (ObjectRef::from_obj(dm), key(dm), container.to_owned());
-    let loader = tokio::spawn(async move {
-        for image in images {
-            if let Err(e) = node_bootstrap::load_image(runtime.as_ref(), &container, &image).await {
-                let message = format!("Cannot pre-load image {image}: {e}");
-                failures
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(machine, message);
-                break;
-            }
-            let _ = wake.unbounded_send(target.clone());
-        }
-        let _ = wake.unbounded_send(target);
-    });
-    loaders.insert(key(dm), loader);
+    let target = ObjectRef::from_obj(dm);
+    Arc::new(move || {
+        let _ = wake.unbounded_send(target.clone());
+    })
 }
 
 async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Action, Error> {
     let ctx = &reconciler.ctx;
-    if let Some(loader) = reconciler
-        .loaders
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key(dm))
-    {
-        loader.abort();
-    }
-    if let Some(follower) = reconciler
-        .followers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key(dm))
-    {
-        follower.task.abort();
-    }
+    reconciler.tasks.cancel(&key(dm));
     let api: Api<DockerMachine> =
         Api::namespaced(ctx.kube.clone(), &dm.namespace().unwrap_or_default());
     let old = dm.status.clone().unwrap_or_default();
@@ -1165,25 +1007,4 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
     }
     ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
     Ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn only_steps_seen_from_start_to_end_are_timed() {
-        let mut clock = StepClock::default();
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        // The first report may land mid-step: that step is not timed.
-        assert_eq!(clock.saw(1, at(0)), None);
-        assert_eq!(clock.saw(1, at(100)), None);
-        assert_eq!(clock.saw(2, at(500)), None);
-        assert_eq!(clock.saw(3, at(1500)), Some(Duration::from_millis(1000)));
-        // Two steps ended between reports: neither can be told apart.
-        assert_eq!(clock.saw(5, at(2000)), None);
-        assert_eq!(clock.saw(6, at(2600)), Some(Duration::from_millis(600)));
-    }
 }
