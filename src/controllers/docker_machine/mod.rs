@@ -24,8 +24,10 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+mod errors;
 mod tasks;
 
+use errors::{MachineError, events};
 use tasks::{MachineTasks, Phase};
 
 use super::conditions::{self, Status, names};
@@ -37,7 +39,7 @@ use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINA
 use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
-use crate::docker::node::{self, Node, NodeError, NodeRequest, Role};
+use crate::docker::node::{self, Node, NodeRequest, Role};
 use crate::docker::node_bootstrap;
 use crate::docker::pulls::ImagePulls;
 use crate::metrics::ControllerMetrics;
@@ -427,22 +429,23 @@ async fn apply(
     shared::write_status(&api, dm, &old, &out.status).await?;
     match result {
         Ok(action) => Ok(action),
-        Err((reason, message)) => {
-            shared::publish(ctx, dm, EventType::Warning, reason, message.clone()).await;
+        Err(error) => {
+            let message = error.to_string();
+            shared::publish(ctx, dm, EventType::Warning, error.reason(), message.clone()).await;
             Err(Error::Infrastructure(message))
         }
     }
 }
 
 /// The provisioning steps in order; each returns early, with the conditions set, when it
-/// cannot go on yet. An `Err` carries an event reason and a message, and is retried with backoff.
+/// cannot go on yet. An `Err` is published as an event under its reason and retried with backoff.
 async fn provision(
     dm: &DockerMachine,
     inputs: &Inputs,
     reconciler: &Arc<Reconciler>,
     api: &Api<DockerMachine>,
     out: &mut Outcome,
-) -> Result<Action, (&'static str, String)> {
+) -> Result<Action, MachineError> {
     let ctx = &reconciler.ctx;
     let runtime = ctx.runtime.as_ref();
     let Inputs {
@@ -476,7 +479,7 @@ async fn provision(
             &message,
             reasons::WAITING_FOR_CONTAINER,
         );
-        ("InvalidCluster", message)
+        MachineError::InvalidCluster(message)
     })?;
     let role = if machine.labels().contains_key(CONTROL_PLANE_LABEL) {
         Role::ControlPlane
@@ -544,7 +547,7 @@ async fn provision(
                     ctx,
                     dm,
                     EventType::Normal,
-                    "ContainerCreated",
+                    events::CONTAINER_CREATED,
                     format!("Created node container {container}"),
                 )
                 .await;
@@ -559,7 +562,10 @@ async fn provision(
             not_provisioned(out, format!("Container {container} is not running anymore"));
             return Ok(Action::await_change());
         }
-        Err(e) => return Err((node_error_reason(&e), not_provisioned(out, e.to_string()))),
+        Err(e) => {
+            not_provisioned(out, e.to_string());
+            return Err(e.into());
+        }
     };
     out.set(
         reasons::CONTAINER_PROVISIONED,
@@ -577,7 +583,7 @@ async fn provision(
     if role == Role::ControlPlane {
         lb_backends::configure(ctx, cluster)
             .await
-            .map_err(|message| ("LoadBalancerConfigFailed", message))?;
+            .map_err(MachineError::LoadBalancerConfig)?;
     }
 
     // 3. The node's boot, read from the node (a follower wakes us when it has booted). A runner
@@ -591,10 +597,7 @@ async fn provision(
         || (node_bootstrap::boot_logged(runtime, &container)
             .await
             .map_err(|e| {
-                (
-                    "ContainerFailed",
-                    format!("Cannot read the log of {container}: {e}"),
-                )
+                MachineError::ContainerLog(format!("Cannot read the log of {container}: {e}"))
             })?
             && node_bootstrap::crictl_works(runtime, &container).await);
     let progress = booted.then_some(progress);
@@ -618,10 +621,9 @@ async fn provision(
         node_bootstrap::images_to_load(runtime, &container, images).await
     };
     let missing = missing.map_err(|e| {
-        (
-            "PreLoadImagesFailed",
-            format!("Cannot read the pre-loaded images of {container}: {e}"),
-        )
+        MachineError::PreLoadImages(format!(
+            "Cannot read the pre-loaded images of {container}: {e}"
+        ))
     })?;
     if !missing.is_empty() {
         if let Some(message) = reconciler.tasks.take_load_failure(&key(dm)) {
@@ -631,7 +633,7 @@ async fn provision(
                 &message,
                 "WaitingForPreloadedImages",
             );
-            return Err(("PreLoadImagesFailed", message));
+            return Err(MachineError::PreLoadImages(message));
         }
         load_images(reconciler, dm, &container, missing.clone());
         let message = format!(
@@ -664,12 +666,7 @@ async fn provision(
             &Patch::Merge(patch),
         )
         .await
-        .map_err(|e| {
-            (
-                "ProviderIDFailed",
-                format!("Cannot set spec.providerID: {e}"),
-            )
-        })?;
+        .map_err(|e| MachineError::ProviderId(format!("Cannot set spec.providerID: {e}")))?;
     }
     out.status.initialization.provisioned = Some(true);
 
@@ -707,7 +704,7 @@ async fn provision(
             reasons::FAILED,
             &message,
         );
-        return Err(("BootstrapTimedOut", message));
+        return Err(MachineError::BootstrapTimedOut(message));
     }
     if let Some((step, code, tail)) = &progress.failed {
         let message = if *step == 0 {
@@ -737,7 +734,7 @@ async fn provision(
                     reasons::NOT_COMPLETED,
                     &message,
                 );
-                return Err(("BootstrapDataInvalid", message));
+                return Err(MachineError::BootstrapDataInvalid(message));
             }
         };
         for warning in &plan.warnings {
@@ -780,18 +777,6 @@ async fn provision(
     Ok(Action::await_change())
 }
 
-/// The event reason of a node container failure.
-fn node_error_reason(error: &NodeError) -> &'static str {
-    match error {
-        NodeError::NameClash { .. } => "ContainerNameClash",
-        NodeError::InvalidMachine(_) => "InvalidMachine",
-        NodeError::Pull { .. } => "ImagePullFailed",
-        NodeError::Inspect { .. } | NodeError::Create { .. } | NodeError::Vanished(_) => {
-            "ContainerFailed"
-        }
-    }
-}
-
 /// Whether machines of `cluster` wait for its control plane: it has a control-plane reference
 /// and the control plane is not initialized (a cluster without one has nothing to wait for).
 fn waits_for_control_plane(cluster: &Cluster) -> bool {
@@ -813,7 +798,7 @@ async fn initialize_node(
     inputs: &Inputs,
     container: &str,
     addresses: &[crate::api::common::MachineAddress],
-) -> Result<Action, (&'static str, String)> {
+) -> Result<Action, MachineError> {
     let ctx = &reconciler.ctx;
     if waits_for_control_plane(&inputs.cluster) {
         return Ok(Action::await_change());
@@ -828,7 +813,7 @@ async fn initialize_node(
         Ok(Some(client)) => client,
         // The Secret watch wakes us when core Cluster API writes it.
         Ok(None) => return Ok(Action::await_change()),
-        Err(message) => return Err(("NodeInitializationFailed", message)),
+        Err(message) => return Err(MachineError::NodeInitialization(message)),
     };
     let provider_id = format!("docker:////{container}");
     match workload_node::initialize(&client, container, &provider_id, addresses).await {
@@ -841,27 +826,21 @@ async fn initialize_node(
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(retry()),
         Err(e) => {
             reconciler.workload.forget(&namespace, &inputs.cluster_name);
-            Err((
-                "NodeInitializationFailed",
-                format!("Cannot set Node {container}'s providerID in the workload cluster: {e}"),
-            ))
+            Err(MachineError::NodeInitialization(format!(
+                "Cannot set Node {container}'s providerID in the workload cluster: {e}"
+            )))
         }
     }
 }
 
-/// Turns a container-engine failure while `what`-ing the bootstrap in `container` into an event
-/// reason and a message.
+/// Turns a container-engine failure while `what`-ing the bootstrap in `container` into a
+/// [`MachineError::Bootstrap`].
 fn bootstrap_error(
     what: &'static str,
     container: &str,
-) -> impl FnOnce(crate::docker::DockerError) -> (&'static str, String) {
+) -> impl FnOnce(crate::docker::DockerError) -> MachineError {
     let container = container.to_owned();
-    move |e| {
-        (
-            "BootstrapFailed",
-            format!("Cannot {what} the bootstrap in {container}: {e}"),
-        )
-    }
+    move |e| MachineError::Bootstrap(format!("Cannot {what} the bootstrap in {container}: {e}"))
 }
 
 /// `spec.bootstrapTimeout`, 5 minutes when unset (the webhook refuses invalid values; one stored
@@ -991,7 +970,7 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
         .unwrap_or_default();
     let machine_name = shared::capi_owner(dm, "Machine").unwrap_or_default();
     let container = container_name(dm, &cluster_name, &machine_name);
-    let reasons = ("ContainerDeleted", "ContainerNotOwned");
+    let reasons = (events::CONTAINER_DELETED, events::CONTAINER_NOT_OWNED);
     shared::remove_and_report(ctx, dm, &container, &owner(dm), "node", reasons).await?;
     // A removed control-plane node leaves the load balancer (a worker changes nothing there).
     if dm.labels().contains_key(CONTROL_PLANE_LABEL) && !cluster_name.is_empty() {
