@@ -14,17 +14,17 @@ use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::debug;
 
 mod errors;
+mod phases;
 mod tasks;
 
 use errors::{MachineError, events};
@@ -34,13 +34,11 @@ use super::conditions::{self, Status, names};
 use super::workload_node::{NodeState, WorkloadClients};
 use super::{Context, Error, lb_backends, shared, workload_node};
 use crate::api::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
-use crate::api::ip_family::IpFamily;
 use crate::api::{DockerCluster, DockerMachine, DockerMachineStatus, MACHINE_FINALIZER};
 use crate::bootstrap::{self, Format};
 use crate::docker::kind_images::{self, Mapping, Mode};
 use crate::docker::labels::Owner;
-use crate::docker::node::{self, Node, NodeRequest, Role};
-use crate::docker::node_bootstrap;
+use crate::docker::node;
 use crate::docker::pulls::ImagePulls;
 use crate::metrics::ControllerMetrics;
 
@@ -424,7 +422,13 @@ async fn apply(
         now: Timestamp::now(),
     };
     out.set(names::PAUSED, Status::False, names::REASON_NOT_PAUSED, "");
-    let result = provision(dm, inputs, reconciler, &api, &mut out).await;
+    let provisioning = phases::Provisioning {
+        reconciler,
+        dm,
+        inputs,
+        container: container_name(dm, &inputs.cluster_name, &inputs.machine.name_any()),
+    };
+    let result = phases::provision(&provisioning, &api, &mut out).await;
     out.summarize();
     shared::write_status(&api, dm, &old, &out.status).await?;
     match result {
@@ -435,346 +439,6 @@ async fn apply(
             Err(Error::Infrastructure(message))
         }
     }
-}
-
-/// The provisioning steps in order; each returns early, with the conditions set, when it
-/// cannot go on yet. An `Err` is published as an event under its reason and retried with backoff.
-async fn provision(
-    dm: &DockerMachine,
-    inputs: &Inputs,
-    reconciler: &Arc<Reconciler>,
-    api: &Api<DockerMachine>,
-    out: &mut Outcome,
-) -> Result<Action, MachineError> {
-    let ctx = &reconciler.ctx;
-    let runtime = ctx.runtime.as_ref();
-    let Inputs {
-        machine,
-        cluster,
-        cluster_name,
-    } = inputs;
-    let container = container_name(dm, cluster_name, &machine.name_any());
-
-    // 1. The cluster's infrastructure and the machine's bootstrap data.
-    let infrastructure_ready = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.initialization.as_ref())
-        .and_then(|i| i.infrastructure_provisioned)
-        == Some(true);
-    if !infrastructure_ready {
-        out.blocked(
-            reasons::CONTAINER_PROVISIONED,
-            reasons::WAITING_FOR_INFRASTRUCTURE,
-            "",
-            reasons::WAITING_FOR_CONTAINER,
-        );
-        return Ok(Action::await_change());
-    }
-    let ip_family = IpFamily::of(&cluster.spec.cluster_network).map_err(|e| {
-        let message = format!("Cluster {cluster_name} spec.clusterNetwork: {e}");
-        out.blocked(
-            reasons::CONTAINER_PROVISIONED,
-            reasons::NOT_PROVISIONED,
-            &message,
-            reasons::WAITING_FOR_CONTAINER,
-        );
-        MachineError::InvalidCluster(message)
-    })?;
-    let role = if machine.labels().contains_key(CONTROL_PLANE_LABEL) {
-        Role::ControlPlane
-    } else {
-        Role::Worker
-    };
-    let Some(secret_name) = machine.spec.bootstrap.data_secret_name.clone() else {
-        let reason = if role == Role::Worker && waits_for_control_plane(cluster) {
-            reasons::WAITING_FOR_CONTROL_PLANE
-        } else {
-            reasons::WAITING_FOR_BOOTSTRAP_DATA
-        };
-        out.blocked(
-            reasons::CONTAINER_PROVISIONED,
-            reason,
-            "",
-            reasons::WAITING_FOR_CONTAINER,
-        );
-        return Ok(Action::await_change());
-    };
-
-    // 2. The node container.
-    let not_provisioned = |out: &mut Outcome, message: String| {
-        out.blocked(
-            reasons::CONTAINER_PROVISIONED,
-            reasons::NOT_PROVISIONED,
-            &message,
-            reasons::WAITING_FOR_CONTAINER,
-        );
-        message
-    };
-    let owner = owner(dm);
-    let image = image_for(dm, machine);
-    let request = NodeRequest {
-        name: &container,
-        owner: &owner,
-        provisioned: !dm.spec.provider_id.is_empty(),
-        node: image.as_ref().map_err(Clone::clone).map(|image| Node {
-            cluster: cluster_name,
-            name: &container,
-            owner: &owner,
-            role,
-            failure_domain: &machine.spec.failure_domain,
-            image,
-            extra_mounts: &dm.spec.extra_mounts,
-            network: &ctx.settings.network,
-            ip_family,
-        }),
-        options: &ctx.settings.node_options,
-    };
-    let running = match node::ensure(
-        runtime,
-        &reconciler.pulls,
-        &request,
-        ObjectRef::from_obj(dm),
-    )
-    .await
-    {
-        Ok(node::NodeState::Running {
-            container: c,
-            created,
-        }) => {
-            if created {
-                shared::publish(
-                    ctx,
-                    dm,
-                    EventType::Normal,
-                    events::CONTAINER_CREATED,
-                    format!("Created node container {container}"),
-                )
-                .await;
-            }
-            c
-        }
-        Ok(node::NodeState::Pulling { image, progress }) => {
-            not_provisioned(out, format!("Pulling image {image}: {progress}"));
-            return Ok(Action::await_change());
-        }
-        Ok(node::NodeState::NotRunning) => {
-            not_provisioned(out, format!("Container {container} is not running anymore"));
-            return Ok(Action::await_change());
-        }
-        Err(e) => {
-            not_provisioned(out, e.to_string());
-            return Err(e.into());
-        }
-    };
-    out.set(
-        reasons::CONTAINER_PROVISIONED,
-        Status::True,
-        reasons::PROVISIONED,
-        "",
-    );
-    let ips = running
-        .networks
-        .get(&ctx.settings.network)
-        .cloned()
-        .unwrap_or_default();
-    out.status.addresses = node::addresses(&container, &ips, ip_family);
-    out.status.failure_domain = machine.spec.failure_domain.clone();
-    if role == Role::ControlPlane {
-        lb_backends::configure(ctx, cluster)
-            .await
-            .map_err(MachineError::LoadBalancerConfig)?;
-    }
-
-    // 3. The node's boot, read from the node (a follower wakes us when it has booted). A runner
-    // that runs or has succeeded says the node booted (it starts only after the boot, and a node
-    // restart stops it); otherwise the log of the node's current run, then `crictl ps`.
-    let progress = node_bootstrap::progress(runtime, &container)
-        .await
-        .map_err(bootstrap_error("read the progress of", &container))?;
-    let booted = progress.running
-        || progress.succeeded
-        || (node_bootstrap::boot_logged(runtime, &container)
-            .await
-            .map_err(|e| {
-                MachineError::ContainerLog(format!("Cannot read the log of {container}: {e}"))
-            })?
-            && node_bootstrap::crictl_works(runtime, &container).await);
-    let progress = booted.then_some(progress);
-    let Some(progress) = progress else {
-        out.blocked(
-            reasons::CGROUPS_READY,
-            reasons::NOT_READY,
-            "Waiting for the node to boot",
-            reasons::WAITING_FOR_CGROUPS,
-        );
-        follow(reconciler, dm, &container, Phase::Boot);
-        return Ok(Action::await_change());
-    };
-    out.set(reasons::CGROUPS_READY, Status::True, reasons::READY, "");
-
-    // 4. Images to pre-load, loaded in the background; what is loaded is recorded in the node.
-    let images = &dm.spec.pre_load_images;
-    let missing = if images.is_empty() {
-        Ok(Vec::new())
-    } else {
-        node_bootstrap::images_to_load(runtime, &container, images).await
-    };
-    let missing = missing.map_err(|e| {
-        MachineError::PreLoadImages(format!(
-            "Cannot read the pre-loaded images of {container}: {e}"
-        ))
-    })?;
-    if !missing.is_empty() {
-        if let Some(message) = reconciler.tasks.take_load_failure(&key(dm)) {
-            out.blocked(
-                reasons::PRELOADED_IMAGES_READY,
-                reasons::NOT_READY,
-                &message,
-                "WaitingForPreloadedImages",
-            );
-            return Err(MachineError::PreLoadImages(message));
-        }
-        load_images(reconciler, dm, &container, missing.clone());
-        let message = format!(
-            "Loading image {} of {}: {}",
-            images.len() - missing.len() + 1,
-            images.len(),
-            missing[0]
-        );
-        out.blocked(
-            reasons::PRELOADED_IMAGES_READY,
-            reasons::NOT_READY,
-            &message,
-            "WaitingForPreloadedImages",
-        );
-        return Ok(Action::await_change());
-    }
-    out.set(
-        reasons::PRELOADED_IMAGES_READY,
-        Status::True,
-        reasons::READY,
-        "",
-    );
-
-    // 5. Provisioned, as the contract means it: the infrastructure is there (before bootstrap).
-    if dm.spec.provider_id.is_empty() {
-        let patch = json!({"spec": {"providerID": format!("docker:////{container}")}});
-        api.patch(
-            &dm.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
-        .map_err(|e| MachineError::ProviderId(format!("Cannot set spec.providerID: {e}")))?;
-    }
-    out.status.initialization.provisioned = Some(true);
-
-    // 6. The bootstrap, run in the node by the runner; progress read from the node.
-    if progress.succeeded {
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::True,
-            reasons::COMPLETED,
-            "",
-        );
-        // 7. What a cloud provider would do for the workload cluster's Node.
-        return initialize_node(reconciler, dm, inputs, &container, &out.status.addresses).await;
-    }
-    let timeout = bootstrap_timeout(dm);
-    if progress.installed
-        && progress.failed.is_none()
-        && progress.elapsed_seconds > timeout.as_secs()
-    {
-        let reason = format!(
-            "the bootstrap did not complete within bootstrapTimeout ({}s)",
-            timeout.as_secs()
-        );
-        node_bootstrap::abort(runtime, &container, &reason)
-            .await
-            .map_err(bootstrap_error("stop", &container))?;
-        let message = format!(
-            "Step {} of {} did not complete: {reason}",
-            progress.done + 1,
-            progress.total
-        );
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::FAILED,
-            &message,
-        );
-        return Err(MachineError::BootstrapTimedOut(message));
-    }
-    if let Some((step, code, tail)) = &progress.failed {
-        let message = if *step == 0 {
-            format!("The bootstrap did not succeed: {tail}")
-        } else {
-            format!(
-                "Step {step} of {} failed with exit code {code}:\n{tail}",
-                progress.total
-            )
-        };
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::FAILED,
-            &message,
-        );
-        return Ok(Action::await_change());
-    }
-    if !progress.installed {
-        let plan = bootstrap_plan(ctx, dm, &secret_name).await;
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(message) => {
-                out.set(
-                    reasons::BOOTSTRAP_COMPLETED,
-                    Status::False,
-                    reasons::NOT_COMPLETED,
-                    &message,
-                );
-                return Err(MachineError::BootstrapDataInvalid(message));
-            }
-        };
-        for warning in &plan.warnings {
-            warn!(dockermachine = %key(dm), "{warning}");
-        }
-        let started = async {
-            node_bootstrap::install(runtime, &container, &plan).await?;
-            node_bootstrap::start(runtime, &container).await
-        };
-        started
-            .await
-            .map_err(bootstrap_error("start", &container))?;
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::NOT_COMPLETED,
-            &format!("Running step 1 of {}", plan.commands.len()),
-        );
-    } else {
-        if !progress.running {
-            // The runner stopped without an outcome (the node restarted): it resumes after the
-            // last finished step.
-            node_bootstrap::start(runtime, &container)
-                .await
-                .map_err(bootstrap_error("resume", &container))?;
-        }
-        let message = format!(
-            "Running step {} of {}",
-            (progress.done + 1).min(progress.total),
-            progress.total
-        );
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::NOT_COMPLETED,
-            &message,
-        );
-    }
-    follow(reconciler, dm, &container, Phase::Bootstrap);
-    Ok(Action::await_change())
 }
 
 /// Whether machines of `cluster` wait for its control plane: it has a control-plane reference
