@@ -50,9 +50,9 @@ gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$kube_mod")
 [[ -f "$gomod" ]] || die "no go.mod for k8s.io/kubernetes@$KUBERNETES_VERSION in: $kube_mod"
 
 # Kubernetes' go.mod names the Go release it needs; an older Go fails late with a misleading error.
-needed_go=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$gomod" | head -1)
+needed_go=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$gomod" | sed -n 1p)
 have_go=$(go env GOVERSION | sed 's/^go//; s/[^0-9.].*//')
-if [[ -n "$needed_go" ]] && [[ $(printf '%s\n%s\n' "$needed_go" "$have_go" | sort -V | head -1) != "$needed_go" ]]; then
+if [[ -n "$needed_go" ]] && [[ $(printf '%s\n%s\n' "$needed_go" "$have_go" | sort -V | sed -n 1p) != "$needed_go" ]]; then
   die "Kubernetes $KUBERNETES_VERSION needs Go $needed_go or newer to build; this machine has Go $have_go.
 Install a newer Go (https://go.dev/dl/) or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd."
 fi
@@ -97,7 +97,7 @@ $proxy_hint"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o out/etcd go.etcd.io/etcd/server/v3 \
     || die "building etcd failed"
   ./out/kube-apiserver --version >&2
-  ./out/etcd --version | head -1 >&2
+  ./out/etcd --version | sed -n 1p >&2
 )
 
 rm -rf "$dest"

@@ -142,7 +142,7 @@ if [[ -n "$local_repository" ]]; then
   url: $out/infrastructure-components.yaml"
   config="$local_repository/clusterctl.yaml"
   header="# clusterctl configuration for the local repository $local_repository (hack/release.sh)."
-  if [[ ! -e "$config" ]] || head -n1 "$config" | grep -qF "(hack/release.sh)"; then
+  if [[ ! -e "$config" ]] || [[ $(head -n1 "$config") == *"(hack/release.sh)"* ]]; then
     printf '%s\n%s\n' "$header" "$entry" >"$config"
     echo "$config"
     log "use it with: clusterctl init --config $config --infrastructure docker-rs"

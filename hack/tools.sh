@@ -115,7 +115,7 @@ to a directory holding the tools (layout: hack/tools.sh --help)."
 }
 
 # A field of `go mod download -json` output (the first one of that name).
-json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" <<<"$2" | head -1; }
+json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" <<<"$2" | sed -n 1p; }
 
 # Downloads module $1 at $2 and prints `go mod download -json`'s answer.
 download() {
@@ -128,9 +128,9 @@ $(proxy_hint)"
 # Fails when this Go is older than the one go.mod $1 asks for.
 check_go() {
   local needed have
-  needed=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$1" | head -1)
+  needed=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$1" | sed -n 1p)
   have=$(go env GOVERSION | sed 's/^go//; s/[^0-9.].*//')
-  if [[ -n "$needed" ]] && [[ $(printf '%s\n%s\n' "$needed" "$have" | sort -V | head -1) != "$needed" ]]; then
+  if [[ -n "$needed" ]] && [[ $(printf '%s\n%s\n' "$needed" "$have" | sort -V | sed -n 1p) != "$needed" ]]; then
     die "$2 needs Go $needed or newer to build; this machine has Go $have.
 Install a newer Go (https://go.dev/dl/) or set CAPD_RS_TOOLS to a directory holding the tools."
   fi
