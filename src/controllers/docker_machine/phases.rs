@@ -39,6 +39,7 @@ pub(super) struct Provisioning<'a> {
 }
 
 /// What the first phase found out for the later ones.
+#[derive(Debug)]
 pub(super) struct Ready {
     ip_family: IpFamily,
     role: Role,
@@ -63,7 +64,7 @@ pub(super) async fn provision(
     api: &Api<DockerMachine>,
     out: &mut Outcome,
 ) -> Result<Action, MachineError> {
-    let ready = phase!(prerequisites(p, out));
+    let ready = phase!(prerequisites(p.inputs, out));
     phase!(container(p, &ready, out).await);
     if ready.role == Role::ControlPlane {
         load_balancer(p).await?;
@@ -75,16 +76,17 @@ pub(super) async fn provision(
 }
 
 /// The cluster's infrastructure is provisioned, its network is usable, and the machine has its
-/// bootstrap data (workers wait for the control plane to be initialized first).
+/// bootstrap data (workers wait for the control plane to be initialized first); until then the
+/// container's condition says what it waits for. Pure: it reads only the owners.
 fn prerequisites(
-    p: &Provisioning<'_>,
+    inputs: &Inputs,
     out: &mut Outcome,
 ) -> Result<ControlFlow<Action, Ready>, MachineError> {
     let Inputs {
         machine,
         cluster,
         cluster_name,
-    } = p.inputs;
+    } = inputs;
     let infrastructure_ready = cluster
         .status
         .as_ref()
@@ -393,12 +395,7 @@ async fn bootstrap(
             progress.done + 1,
             progress.total
         );
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::FAILED,
-            &message,
-        );
+        bootstrap_failed(out, &message);
         return Err(MachineError::BootstrapTimedOut(message));
     }
     if let Some((step, code, tail)) = &progress.failed {
@@ -410,12 +407,7 @@ async fn bootstrap(
                 progress.total
             )
         };
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::FAILED,
-            &message,
-        );
+        bootstrap_failed(out, &message);
         return Ok(Action::await_change());
     }
     if !progress.installed {
@@ -468,4 +460,138 @@ async fn bootstrap(
     }
     follow(reconciler, dm, container, Phase::Bootstrap);
     Ok(Action::await_change())
+}
+
+/// Sets `BootstrapCompleted` to failed with `message`.
+fn bootstrap_failed(out: &mut Outcome, message: &str) {
+    out.set(
+        reasons::BOOTSTRAP_COMPLETED,
+        Status::False,
+        reasons::FAILED,
+        message,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::capi::{Cluster, Machine};
+    use crate::controllers::conditions;
+
+    /// Machine `m` of cluster `c` (a control-plane one when `control_plane`), with bootstrap
+    /// data when `data`; its Cluster, with its infrastructure provisioned when `provisioned`, a
+    /// control plane initialized or not, and `pods` as its pod CIDRs.
+    fn inputs(control_plane: bool, data: bool, provisioned: bool, pods: &[&str]) -> Inputs {
+        let mut labels = json!({"cluster.x-k8s.io/cluster-name": "c"});
+        if control_plane {
+            labels[CONTROL_PLANE_LABEL] = json!("");
+        }
+        let machine: Machine = serde_json::from_value(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "m", "namespace": "ns", "labels": labels},
+            "spec": {
+                "clusterName": "c",
+                "bootstrap": if data { json!({"dataSecretName": "m-data"}) } else { json!({}) },
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "DockerMachine", "name": "m"},
+            },
+        }))
+        .unwrap();
+        let cluster: Cluster = serde_json::from_value(json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {
+                "clusterNetwork": {"pods": {"cidrBlocks": pods}},
+                "controlPlaneRef": {"apiGroup": "controlplane.cluster.x-k8s.io", "kind": "KubeadmControlPlane", "name": "c"},
+            },
+            "status": {"initialization": {"infrastructureProvisioned": provisioned}},
+        }))
+        .unwrap();
+        Inputs {
+            machine,
+            cluster,
+            cluster_name: "c".into(),
+        }
+    }
+
+    fn outcome() -> Outcome {
+        Outcome {
+            status: Default::default(),
+            generation: Some(1),
+            now: Timestamp::now(),
+        }
+    }
+
+    /// The reason of condition `type_` in `out`.
+    fn reason(out: &Outcome, type_: &str) -> String {
+        conditions::get(&out.status.conditions, type_)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn nothing_happens_before_the_cluster_infrastructure_is_provisioned() {
+        let mut out = outcome();
+        let next = prerequisites(&inputs(true, true, false, &[]), &mut out).unwrap();
+        assert!(next.is_break());
+        assert_eq!(
+            reason(&out, reasons::CONTAINER_PROVISIONED),
+            "WaitingForClusterInfrastructureReady"
+        );
+        assert_eq!(
+            reason(&out, reasons::BOOTSTRAP_COMPLETED),
+            "WaitingForContainer"
+        );
+    }
+
+    #[test]
+    fn workers_wait_for_the_control_plane_and_control_planes_for_their_data() {
+        let mut out = outcome();
+        let worker = prerequisites(&inputs(false, false, true, &[]), &mut out).unwrap();
+        assert!(worker.is_break());
+        assert_eq!(
+            reason(&out, reasons::CONTAINER_PROVISIONED),
+            "WaitingForControlPlaneInitialized"
+        );
+        let mut out = outcome();
+        let control_plane = prerequisites(&inputs(true, false, true, &[]), &mut out).unwrap();
+        assert!(control_plane.is_break());
+        assert_eq!(
+            reason(&out, reasons::CONTAINER_PROVISIONED),
+            "WaitingForBootstrapData"
+        );
+    }
+
+    #[test]
+    fn a_cluster_network_that_cannot_be_used_is_named() {
+        let mut out = outcome();
+        let error =
+            prerequisites(&inputs(true, true, true, &["not-a-cidr"]), &mut out).unwrap_err();
+        assert_eq!(error.reason(), "InvalidCluster");
+        assert!(
+            error
+                .to_string()
+                .starts_with("Cluster c spec.clusterNetwork: pods: "),
+            "{error}"
+        );
+        assert_eq!(
+            reason(&out, reasons::CONTAINER_PROVISIONED),
+            "NotProvisioned"
+        );
+    }
+
+    #[test]
+    fn with_everything_there_the_role_family_and_data_go_on() {
+        let mut out = outcome();
+        let next = prerequisites(&inputs(true, true, true, &["fd00::/64"]), &mut out).unwrap();
+        let ControlFlow::Continue(ready) = next else {
+            panic!("stopped: {:?}", out.status.conditions);
+        };
+        assert_eq!(ready.role, Role::ControlPlane);
+        assert_eq!(ready.ip_family, IpFamily::V6);
+        assert_eq!(ready.secret_name, "m-data");
+        assert!(out.status.conditions.is_empty(), "it set a condition");
+    }
 }
