@@ -185,14 +185,7 @@ async fn configure_backends(ctx: &Context, dc: &DockerCluster, cluster_name: &st
         Err(e) => Err(format!("Cannot read Cluster {cluster_name}: {e}")),
     };
     if let Err(message) = configured {
-        shared::publish(
-            ctx,
-            dc,
-            EventType::Warning,
-            "LoadBalancerConfigFailed",
-            message,
-        )
-        .await;
+        shared::publish(ctx, dc, EventType::Warning, events::CONFIG_FAILED, message).await;
     }
 }
 
@@ -228,7 +221,7 @@ async fn apply(
     let mut status = dc.status.clone().unwrap_or_default();
     status.failure_domains = dc.spec.failure_domains.clone();
     // The load balancer's condition, and what to do next.
-    let (available, message, next): (bool, String, Result<Action, (&str, String)>) = match outcome {
+    let availability: Result<Availability, ClusterError> = match outcome {
         Ok(LoadBalancerState::Running { container, change }) => {
             let ip = container
                 .networks
@@ -236,11 +229,10 @@ async fn apply(
                 .map(|(v4, _)| v4.clone())
                 .unwrap_or_default();
             if ip.is_empty() {
-                let message = format!(
+                Err(ClusterError::NoAddress(format!(
                     "Failed to get ip for the load balancer: container {} has no IP address on network {}",
                     spec.name, ctx.settings.network
-                );
-                (false, message.clone(), Err(("LoadBalancerFailed", message)))
+                )))
             } else {
                 if dc.spec.control_plane_endpoint.host.is_empty() {
                     let patch =
@@ -260,8 +252,7 @@ async fn apply(
                     }
                     Change::Created => {
                         let note = format!("Created load balancer container {} ({ip})", spec.name);
-                        shared::publish(ctx, dc, EventType::Normal, "LoadBalancerCreated", note)
-                            .await;
+                        shared::publish(ctx, dc, EventType::Normal, events::CREATED, note).await;
                         configure_backends(ctx, dc, cluster_name).await;
                         ctx.backoff.succeeded(&key);
                         Action::await_change()
@@ -274,32 +265,34 @@ async fn apply(
                             "Recreated load balancer container {}, which had stopped",
                             spec.name
                         );
-                        shared::publish(ctx, dc, EventType::Warning, "LoadBalancerRecreated", note)
-                            .await;
+                        shared::publish(ctx, dc, EventType::Warning, events::RECREATED, note).await;
                         configure_backends(ctx, dc, cluster_name).await;
                         Action::requeue(delay + Duration::from_secs(1))
                     }
                 };
-                (true, String::new(), Ok(next))
+                Ok(Availability::Available(next))
             }
         }
-        Ok(LoadBalancerState::Pulling(progress)) => (
-            false,
-            format!("Pulling image {}: {progress}", spec.image),
-            Ok(Action::await_change()),
-        ),
+        Ok(LoadBalancerState::Pulling(progress)) => Ok(Availability::Unavailable {
+            message: format!("Pulling image {}: {progress}", spec.image),
+            next: Action::await_change(),
+        }),
         Err(LoadBalancerError::Stopped(name)) => {
             let wait = ctx.backoff.remaining(&key).unwrap_or_default();
-            let message = format!(
-                "Load balancer container {name} is not running; it is recreated in {}s",
-                wait.as_secs().max(1)
-            );
-            (false, message, Ok(Action::requeue(wait)))
+            Ok(Availability::Unavailable {
+                message: format!(
+                    "Load balancer container {name} is not running; it is recreated in {}s",
+                    wait.as_secs().max(1)
+                ),
+                next: Action::requeue(wait),
+            })
         }
-        Err(e) => {
-            let (reason, message) = load_balancer_failure(&e);
-            (false, message.clone(), Err((reason, message)))
-        }
+        Err(e) => Err(ClusterError::LoadBalancer(e)),
+    };
+    let (available, message) = match &availability {
+        Ok(Availability::Available(_)) => (true, String::new()),
+        Ok(Availability::Unavailable { message, .. }) => (false, message.clone()),
+        Err(e) => (false, e.to_string()),
     };
     let now = Timestamp::now();
     let generation = dc.meta().generation;
@@ -328,31 +321,73 @@ async fn apply(
     );
     summarize_ready(&mut status, generation, now);
     shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
-    match next {
-        Ok(action) => Ok(action),
-        Err((reason, message)) => {
-            shared::publish(ctx, dc, EventType::Warning, reason, message.clone()).await;
+    match availability {
+        Ok(Availability::Available(next) | Availability::Unavailable { next, .. }) => Ok(next),
+        Err(error) => {
+            let message = error.to_string();
+            shared::publish(ctx, dc, EventType::Warning, error.reason(), message.clone()).await;
             Err(Error::Infrastructure(message))
         }
     }
 }
 
-/// The event reason and condition message of a failure. Each kind of failure has its own
-/// reason, because the event recorder folds events with the same reason into one series.
-fn load_balancer_failure(error: &LoadBalancerError) -> (&'static str, String) {
-    match error {
-        LoadBalancerError::NameClash { .. } => (
-            "LoadBalancerNameClash",
-            format!("Cannot use the load balancer container: {error}"),
-        ),
-        LoadBalancerError::Pull { .. } => (
-            "LoadBalancerImagePullFailed",
-            format!("Failed to create load balancer: {error}"),
-        ),
-        _ => (
-            "LoadBalancerFailed",
-            format!("Failed to create load balancer: {error}"),
-        ),
+/// Whether the load balancer is available, and what to do next.
+enum Availability {
+    /// It runs and the endpoint is known.
+    Available(Action),
+    /// It is on its way (an image pull, a recreation with backoff); the message says how.
+    Unavailable {
+        /// The condition's message.
+        message: String,
+        /// When to look again.
+        next: Action,
+    },
+}
+
+/// The event reasons of the DockerCluster controller. Each kind of failure has its own reason,
+/// because the event recorder folds events with the same reason into one series.
+mod events {
+    /// The load-balancer container was created.
+    pub const CREATED: &str = "LoadBalancerCreated";
+    /// It had stopped and was created again.
+    pub const RECREATED: &str = "LoadBalancerRecreated";
+    /// It was removed.
+    pub const DELETED: &str = "LoadBalancerDeleted";
+    /// A container with its name is not this cluster's, so it was left in place.
+    pub const NOT_OWNED: &str = "LoadBalancerNotOwned";
+    /// A container with its name belongs to another object.
+    pub const NAME_CLASH: &str = "LoadBalancerNameClash";
+    /// Its image could not be pulled.
+    pub const IMAGE_PULL_FAILED: &str = "LoadBalancerImagePullFailed";
+    /// The engine failed, or the container has no address.
+    pub const FAILED: &str = "LoadBalancerFailed";
+    /// The control-plane nodes could not be put behind it.
+    pub const CONFIG_FAILED: &str = "LoadBalancerConfigFailed";
+}
+
+/// Why the DockerCluster's load balancer is not available; [`ClusterError::reason`] is its
+/// event reason.
+#[derive(Debug, thiserror::Error)]
+enum ClusterError {
+    /// The container runs but has no address on the clusters' network.
+    #[error("{0}")]
+    NoAddress(String),
+    /// The container cannot be made to run.
+    #[error("{}", match .0 {
+        LoadBalancerError::NameClash { .. } => format!("Cannot use the load balancer container: {}", .0),
+        _ => format!("Failed to create load balancer: {}", .0),
+    })]
+    LoadBalancer(LoadBalancerError),
+}
+
+impl ClusterError {
+    /// The event reason it is published under.
+    fn reason(&self) -> &'static str {
+        match self {
+            ClusterError::LoadBalancer(LoadBalancerError::NameClash { .. }) => events::NAME_CLASH,
+            ClusterError::LoadBalancer(LoadBalancerError::Pull { .. }) => events::IMAGE_PULL_FAILED,
+            ClusterError::LoadBalancer(_) | ClusterError::NoAddress(_) => events::FAILED,
+        }
     }
 }
 
@@ -374,7 +409,7 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
     summarize_ready(&mut status, generation, now);
     shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
     let name = labels::load_balancer_name(cluster_name);
-    let reasons = ("LoadBalancerDeleted", "LoadBalancerNotOwned");
+    let reasons = (events::DELETED, events::NOT_OWNED);
     shared::remove_and_report(ctx, dc, &name, &owner(dc), "load balancer", reasons).await?;
     ctx.backoff.succeeded(&format!(
         "{}/{}",
@@ -424,6 +459,45 @@ mod tests {
     use crate::api::DockerClusterSpec;
     use crate::api::capi::{ClusterSpec, ContractVersionedObjectReference, PAUSED_ANNOTATION};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn each_load_balancer_failure_has_its_reason_and_message() {
+        let clash = ClusterError::LoadBalancer(LoadBalancerError::NameClash {
+            name: "c-lb".into(),
+            owner: None,
+        });
+        assert_eq!(clash.reason(), "LoadBalancerNameClash");
+        assert!(
+            clash.to_string().starts_with(
+                "Cannot use the load balancer container: container c-lb already exists"
+            ),
+            "{clash}"
+        );
+        let pull = ClusterError::LoadBalancer(LoadBalancerError::Pull {
+            image: "kindest/haproxy:x".into(),
+            message: "denied".into(),
+        });
+        assert_eq!(
+            (pull.reason(), pull.to_string().as_str()),
+            (
+                "LoadBalancerImagePullFailed",
+                "Failed to create load balancer: cannot pull image kindest/haproxy:x: denied"
+            )
+        );
+        let down = ClusterError::LoadBalancer(LoadBalancerError::Docker(
+            crate::docker::DockerError::Engine("down".into()),
+        ));
+        assert_eq!(down.reason(), "LoadBalancerFailed");
+        assert!(
+            down.to_string()
+                .starts_with("Failed to create load balancer: ")
+        );
+        let no_address = ClusterError::NoAddress("no IP".into());
+        assert_eq!(
+            (no_address.reason(), no_address.to_string().as_str()),
+            ("LoadBalancerFailed", "no IP")
+        );
+    }
 
     fn owned_by(api_version: &str, kind: &str) -> DockerCluster {
         let mut dc = DockerCluster::new("dc", DockerClusterSpec::default());
