@@ -197,6 +197,64 @@ async fn apply(
     let ctx = &reconciler.ctx;
     let api: Api<DockerCluster> =
         Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
+    let mut status = dc.status.clone().unwrap_or_default();
+    status.failure_domains = dc.spec.failure_domains.clone();
+    let availability = load_balancer(dc, cluster_name, reconciler, &mut status).await?;
+    let (available, message) = match &availability {
+        Ok(Availability::Available(_)) => (true, String::new()),
+        Ok(Availability::Unavailable { message, .. }) => (false, message.clone()),
+        Err(e) => (false, e.to_string()),
+    };
+    let now = Timestamp::now();
+    let generation = dc.meta().generation;
+    conditions::set(
+        &mut status.conditions,
+        names::PAUSED,
+        Status::False,
+        names::REASON_NOT_PAUSED,
+        "",
+        generation,
+        now,
+    );
+    let (state, reason) = if available {
+        (Status::True, names::REASON_AVAILABLE)
+    } else {
+        (Status::False, names::REASON_NOT_AVAILABLE)
+    };
+    conditions::set(
+        &mut status.conditions,
+        names::LOAD_BALANCER_AVAILABLE,
+        state,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    summarize_ready(&mut status, generation, now);
+    shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
+    match availability {
+        Ok(Availability::Available(next) | Availability::Unavailable { next, .. }) => Ok(next),
+        Err(error) => {
+            let message = error.to_string();
+            shared::publish(ctx, dc, EventType::Warning, error.reason(), message.clone()).await;
+            Err(Error::Infrastructure(message))
+        }
+    }
+}
+
+/// The load balancer runs (made, found, or recreated with backoff) and the control-plane
+/// endpoint names it: whether it is available and what to do next, or why it is not; the outer
+/// `Err` is an apiserver failure, retried without a status write. Marks `status` provisioned
+/// once the endpoint is known.
+async fn load_balancer(
+    dc: &DockerCluster,
+    cluster_name: &str,
+    reconciler: &Reconciler,
+    status: &mut DockerClusterStatus,
+) -> Result<Result<Availability, ClusterError>, Error> {
+    let ctx = &reconciler.ctx;
+    let api: Api<DockerCluster> =
+        Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
     let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
     let port = load_balancer::frontend_port(dc);
     let owner = owner(dc);
@@ -218,10 +276,7 @@ async fn apply(
     )
     .await;
 
-    let mut status = dc.status.clone().unwrap_or_default();
-    status.failure_domains = dc.spec.failure_domains.clone();
-    // The load balancer's condition, and what to do next.
-    let availability: Result<Availability, ClusterError> = match outcome {
+    Ok(match outcome {
         Ok(LoadBalancerState::Running { container, change }) => {
             let ip = container
                 .networks
@@ -288,47 +343,7 @@ async fn apply(
             })
         }
         Err(e) => Err(ClusterError::LoadBalancer(e)),
-    };
-    let (available, message) = match &availability {
-        Ok(Availability::Available(_)) => (true, String::new()),
-        Ok(Availability::Unavailable { message, .. }) => (false, message.clone()),
-        Err(e) => (false, e.to_string()),
-    };
-    let now = Timestamp::now();
-    let generation = dc.meta().generation;
-    conditions::set(
-        &mut status.conditions,
-        names::PAUSED,
-        Status::False,
-        names::REASON_NOT_PAUSED,
-        "",
-        generation,
-        now,
-    );
-    let (state, reason) = if available {
-        (Status::True, names::REASON_AVAILABLE)
-    } else {
-        (Status::False, names::REASON_NOT_AVAILABLE)
-    };
-    conditions::set(
-        &mut status.conditions,
-        names::LOAD_BALANCER_AVAILABLE,
-        state,
-        reason,
-        &message,
-        generation,
-        now,
-    );
-    summarize_ready(&mut status, generation, now);
-    shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
-    match availability {
-        Ok(Availability::Available(next) | Availability::Unavailable { next, .. }) => Ok(next),
-        Err(error) => {
-            let message = error.to_string();
-            shared::publish(ctx, dc, EventType::Warning, error.reason(), message.clone()).await;
-            Err(Error::Infrastructure(message))
-        }
-    }
+    })
 }
 
 /// Whether the load balancer is available, and what to do next.
