@@ -18,7 +18,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
-use tracing::debug;
 
 use super::conditions::{self, Status, names};
 use super::{Context, Error, lb_backends, shared};
@@ -107,10 +106,7 @@ fn cluster_to_docker_cluster(cluster: Cluster) -> Option<ObjectRef<DockerCluster
 }
 
 fn error_policy(dc: Arc<DockerCluster>, _: &Error, reconciler: Arc<Reconciler>) -> Action {
-    let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
-    let delay = reconciler.ctx.backoff.failed(&key);
-    debug!(dockercluster = %key, retry_in = ?delay, "retrying the failed reconcile");
-    Action::requeue(delay)
+    shared::retry_with_backoff(&reconciler.ctx, KIND, dc.as_ref())
 }
 
 async fn reconcile(dc: Arc<DockerCluster>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
@@ -255,7 +251,7 @@ async fn load_balancer(
     let ctx = &reconciler.ctx;
     let api: Api<DockerCluster> =
         Api::namespaced(ctx.kube.clone(), &dc.namespace().unwrap_or_default());
-    let key = format!("{}/{}", dc.namespace().unwrap_or_default(), dc.name_any());
+    let key = shared::backoff_key(KIND, dc);
     let port = load_balancer::frontend_port(dc);
     let owner = owner(dc);
     let spec = load_balancer::container_spec(
@@ -426,11 +422,7 @@ async fn cleanup(dc: &DockerCluster, cluster_name: &str, ctx: &Context) -> Resul
     let name = labels::load_balancer_name(cluster_name);
     let reasons = (events::DELETED, events::NOT_OWNED);
     shared::remove_and_report(ctx, dc, &name, &owner(dc), "load balancer", reasons).await?;
-    ctx.backoff.succeeded(&format!(
-        "{}/{}",
-        dc.namespace().unwrap_or_default(),
-        dc.name_any()
-    ));
+    ctx.backoff.succeeded(&shared::backoff_key(KIND, dc));
     Ok(Action::await_change())
 }
 

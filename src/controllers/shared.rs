@@ -47,6 +47,22 @@ pub fn paused(obj: &impl Resource, kind: &str, cluster: Option<&Cluster>) -> Opt
     (!reasons.is_empty()).then(|| reasons.join(", "))
 }
 
+/// The key of `obj`'s failures in the controllers' shared backoff: `<kind>/<namespace>/<name>`.
+pub fn backoff_key(kind: &str, obj: &impl Resource) -> String {
+    let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// Both controllers' error policy: the object is reconciled again after its next backoff
+/// delay.
+pub fn retry_with_backoff(ctx: &Context, kind: &str, obj: &impl Resource) -> Action {
+    let key = backoff_key(kind, obj);
+    let delay = ctx.backoff.failed(&key);
+    tracing::debug!(object = %key, retry_in = ?delay, "retrying the failed reconcile");
+    Action::requeue(delay)
+}
+
 /// A hash of what a reconciler acts on: the spec (generation), labels, annotations,
 /// finalizers, owner references and deletion. Status is left out, so a reconciler's own status
 /// writes do not trigger it again.

@@ -21,7 +21,6 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::oneshot;
-use tracing::debug;
 
 mod errors;
 mod phases;
@@ -222,12 +221,7 @@ fn key(dm: &DockerMachine) -> String {
 }
 
 fn error_policy(dm: Arc<DockerMachine>, _: &Error, reconciler: Arc<Reconciler>) -> Action {
-    let delay = reconciler
-        .ctx
-        .backoff
-        .failed(&format!("{KIND}/{}", key(&dm)));
-    debug!(dockermachine = %key(&dm), retry_in = ?delay, "retrying the failed reconcile");
-    Action::requeue(delay)
+    shared::retry_with_backoff(&reconciler.ctx, KIND, dm.as_ref())
 }
 
 async fn reconcile(dm: Arc<DockerMachine>, reconciler: Arc<Reconciler>) -> Result<Action, Error> {
@@ -468,7 +462,7 @@ async fn initialize_node(
         return Ok(Action::await_change());
     }
     let namespace = dm.namespace().unwrap_or_default();
-    let retry = || Action::requeue(ctx.backoff.failed(&format!("{KIND}/{}", key(dm))));
+    let retry = || Action::requeue(ctx.backoff.failed(&shared::backoff_key(KIND, dm)));
     let client = match reconciler
         .workload
         .get(&ctx.kube, &namespace, &inputs.cluster_name)
@@ -482,7 +476,7 @@ async fn initialize_node(
     let provider_id = format!("docker:////{container}");
     match workload_node::initialize(&client, container, &provider_id, addresses).await {
         Ok(NodeState::Initialized) => {
-            ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
+            ctx.backoff.succeeded(&shared::backoff_key(KIND, dm));
             Ok(Action::await_change())
         }
         Ok(NodeState::Missing) => Ok(retry()),
@@ -648,6 +642,6 @@ async fn cleanup(dm: &DockerMachine, reconciler: &Arc<Reconciler>) -> Result<Act
                 .map_err(Error::Infrastructure)?;
         }
     }
-    ctx.backoff.succeeded(&format!("{KIND}/{}", key(dm)));
+    ctx.backoff.succeeded(&shared::backoff_key(KIND, dm));
     Ok(Action::await_change())
 }
