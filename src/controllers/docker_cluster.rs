@@ -141,17 +141,8 @@ async fn reconcile_guarded(
         return Ok(Action::await_change());
     }
     if let Some(reason) = shared::paused(dc.as_ref(), KIND, cluster.as_ref()) {
-        let mut status = dc.status.clone().unwrap_or_default();
-        conditions::set(
-            &mut status.conditions,
-            names::PAUSED,
-            Status::True,
-            names::REASON_PAUSED,
-            &reason,
-            dc.meta().generation,
-            Timestamp::now(),
-        );
-        shared::write_status(&api, dc, &dc.status.clone().unwrap_or_default(), &status).await?;
+        let old = dc.status.clone().unwrap_or_default();
+        shared::write_paused(&api, dc.as_ref(), &old, |s| &mut s.conditions, &reason).await?;
         return Ok(Action::await_change());
     }
     finalizer(&api, CLUSTER_FINALIZER, dc.clone(), |event| async {

@@ -257,6 +257,33 @@ pub fn report_run_error<K>(
     }
 }
 
+/// Records on `obj`, whose status is `old`, that it is paused for `reason` (its `Paused`
+/// condition, found through `conditions`) and nothing else, as both reconcilers do before they
+/// stop at a paused object.
+pub async fn write_paused<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    old: &S,
+    conditions: fn(&mut S) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    reason: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + Clone,
+{
+    let mut status = old.clone();
+    super::conditions::set(
+        conditions(&mut status),
+        super::conditions::names::PAUSED,
+        super::conditions::Status::True,
+        super::conditions::names::REASON_PAUSED,
+        reason,
+        obj.meta().generation,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    write_status(api, obj, old, &status).await
+}
+
 /// Writes `new` through the status subresource of `obj` when it differs from `old`, as a merge
 /// patch from `old` (so cleared fields are cleared).
 pub async fn write_status<K, S>(api: &Api<K>, obj: &K, old: &S, new: &S) -> Result<(), Error>

@@ -271,17 +271,7 @@ async fn reconcile_guarded(
     }
     if let Some(reason) = shared::paused(dm.as_ref(), KIND, cluster.as_ref()) {
         let old = dm.status.clone().unwrap_or_default();
-        let mut status = old.clone();
-        conditions::set(
-            &mut status.conditions,
-            names::PAUSED,
-            Status::True,
-            names::REASON_PAUSED,
-            &reason,
-            dm.meta().generation,
-            Timestamp::now(),
-        );
-        shared::write_status(&api, dm.as_ref(), &old, &status).await?;
+        shared::write_paused(&api, dm.as_ref(), &old, |s| &mut s.conditions, &reason).await?;
         return Ok(Action::await_change());
     }
     let inputs =
