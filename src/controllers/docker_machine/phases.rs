@@ -5,6 +5,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -365,20 +366,81 @@ async fn bootstrap(
     out: &mut Outcome,
 ) -> Result<Action, MachineError> {
     let (reconciler, dm, inputs, container) = (p.reconciler, p.dm, p.inputs, p.container.as_str());
-    let ctx = &reconciler.ctx;
-    let runtime = ctx.runtime.as_ref();
-    let secret_name = &ready.secret_name;
-    if progress.succeeded {
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::True,
-            reasons::COMPLETED,
-            "",
-        );
-        // What a cloud provider would do for the workload cluster's Node.
-        return initialize_node(reconciler, dm, inputs, container, &out.status.addresses).await;
+    let runtime = reconciler.ctx.runtime.as_ref();
+    match next_bootstrap_step(&progress, bootstrap_timeout(dm)) {
+        BootstrapStep::Done => {
+            out.set(
+                reasons::BOOTSTRAP_COMPLETED,
+                Status::True,
+                reasons::COMPLETED,
+                "",
+            );
+            // What a cloud provider would do for the workload cluster's Node.
+            return initialize_node(reconciler, dm, inputs, container, &out.status.addresses).await;
+        }
+        BootstrapStep::TimedOut { reason, message } => {
+            node_bootstrap::abort(runtime, container, &reason)
+                .await
+                .map_err(bootstrap_error("stop", container))?;
+            bootstrap_failed(out, &message);
+            return Err(MachineError::BootstrapTimedOut(message));
+        }
+        BootstrapStep::Failed(message) => {
+            bootstrap_failed(out, &message);
+            return Ok(Action::await_change());
+        }
+        BootstrapStep::Start => match start_bootstrap(p, &ready.secret_name).await {
+            Ok(message) => bootstrap_running(out, &message),
+            Err(MachineError::BootstrapDataInvalid(message)) => {
+                bootstrap_running(out, &message);
+                return Err(MachineError::BootstrapDataInvalid(message));
+            }
+            Err(error) => return Err(error),
+        },
+        BootstrapStep::Running { resume, message } => {
+            if resume {
+                node_bootstrap::start(runtime, container)
+                    .await
+                    .map_err(bootstrap_error("resume", container))?;
+            }
+            bootstrap_running(out, &message);
+        }
     }
-    let timeout = bootstrap_timeout(dm);
+    follow(reconciler, dm, container, Phase::Bootstrap);
+    Ok(Action::await_change())
+}
+
+/// What the bootstrap phase does next, from the runner's progress in the node.
+#[derive(Debug, PartialEq, Eq)]
+enum BootstrapStep {
+    /// It succeeded: the workload cluster's Node is next.
+    Done,
+    /// It ran past `bootstrapTimeout`: stop it (recording `reason` in the node) and fail.
+    TimedOut {
+        /// Why it is stopped.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// A step failed (or none wrote the success sentinel): reported, left to remediation.
+    Failed(String),
+    /// Not installed yet: install the plan and start it.
+    Start,
+    /// Running; `resume` when the runner stopped without an outcome (the node restarted), so it
+    /// resumes after the last finished step.
+    Running {
+        /// Whether to start the runner again.
+        resume: bool,
+        /// The condition's message.
+        message: String,
+    },
+}
+
+/// Decides the bootstrap's next step from `progress` and the bootstrap timeout (pure).
+fn next_bootstrap_step(progress: &Progress, timeout: Duration) -> BootstrapStep {
+    if progress.succeeded {
+        return BootstrapStep::Done;
+    }
     if progress.installed
         && progress.failed.is_none()
         && progress.elapsed_seconds > timeout.as_secs()
@@ -387,79 +449,63 @@ async fn bootstrap(
             "the bootstrap did not complete within bootstrapTimeout ({}s)",
             timeout.as_secs()
         );
-        node_bootstrap::abort(runtime, container, &reason)
-            .await
-            .map_err(bootstrap_error("stop", container))?;
         let message = format!(
             "Step {} of {} did not complete: {reason}",
             progress.done + 1,
             progress.total
         );
-        bootstrap_failed(out, &message);
-        return Err(MachineError::BootstrapTimedOut(message));
+        return BootstrapStep::TimedOut { reason, message };
     }
     if let Some((step, code, tail)) = &progress.failed {
-        let message = if *step == 0 {
+        return BootstrapStep::Failed(if *step == 0 {
             format!("The bootstrap did not succeed: {tail}")
         } else {
             format!(
                 "Step {step} of {} failed with exit code {code}:\n{tail}",
                 progress.total
             )
-        };
-        bootstrap_failed(out, &message);
-        return Ok(Action::await_change());
+        });
     }
     if !progress.installed {
-        let plan = bootstrap_plan(ctx, dm, secret_name).await;
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(message) => {
-                out.set(
-                    reasons::BOOTSTRAP_COMPLETED,
-                    Status::False,
-                    reasons::NOT_COMPLETED,
-                    &message,
-                );
-                return Err(MachineError::BootstrapDataInvalid(message));
-            }
-        };
-        for warning in &plan.warnings {
-            warn!(dockermachine = %key(dm), "{warning}");
-        }
-        let started = async {
-            node_bootstrap::install(runtime, container, &plan).await?;
-            node_bootstrap::start(runtime, container).await
-        };
-        started.await.map_err(bootstrap_error("start", container))?;
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::NOT_COMPLETED,
-            &format!("Running step 1 of {}", plan.commands.len()),
-        );
-    } else {
-        if !progress.running {
-            // The runner stopped without an outcome (the node restarted): it resumes after the
-            // last finished step.
-            node_bootstrap::start(runtime, container)
-                .await
-                .map_err(bootstrap_error("resume", container))?;
-        }
-        let message = format!(
+        return BootstrapStep::Start;
+    }
+    BootstrapStep::Running {
+        resume: !progress.running,
+        message: format!(
             "Running step {} of {}",
             (progress.done + 1).min(progress.total),
             progress.total
-        );
-        out.set(
-            reasons::BOOTSTRAP_COMPLETED,
-            Status::False,
-            reasons::NOT_COMPLETED,
-            &message,
-        );
+        ),
     }
-    follow(reconciler, dm, container, Phase::Bootstrap);
-    Ok(Action::await_change())
+}
+
+/// Installs the machine's bootstrap plan (from Secret `secret_name`) in the node and starts the
+/// runner; the condition's message for it.
+async fn start_bootstrap(p: &Provisioning<'_>, secret_name: &str) -> Result<String, MachineError> {
+    let (ctx, dm, container) = (&p.reconciler.ctx, p.dm, p.container.as_str());
+    let plan = bootstrap_plan(ctx, dm, secret_name)
+        .await
+        .map_err(MachineError::BootstrapDataInvalid)?;
+    for warning in &plan.warnings {
+        warn!(dockermachine = %key(dm), "{warning}");
+    }
+    let runtime = ctx.runtime.as_ref();
+    let started = async {
+        node_bootstrap::install(runtime, container, &plan).await?;
+        node_bootstrap::start(runtime, container).await
+    };
+    started.await.map_err(bootstrap_error("start", container))?;
+    Ok(format!("Running step 1 of {}", plan.commands.len()))
+}
+
+/// Sets `BootstrapCompleted` to not completed yet, with `message`.
+fn bootstrap_running(out: &mut Outcome, message: &str) {
+    out.set(
+        reasons::BOOTSTRAP_COMPLETED,
+        Status::False,
+        reasons::NOT_COMPLETED,
+        message,
+    );
 }
 
 /// Sets `BootstrapCompleted` to failed with `message`.
@@ -579,6 +625,73 @@ mod tests {
         assert_eq!(
             reason(&out, reasons::CONTAINER_PROVISIONED),
             "NotProvisioned"
+        );
+    }
+
+    fn progress(installed: bool, running: bool, done: usize, elapsed: u64) -> Progress {
+        Progress {
+            installed,
+            running,
+            done,
+            total: 3,
+            elapsed_seconds: elapsed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_starts_resumes_reports_and_times_out_from_the_nodes_progress() {
+        let timeout = Duration::from_secs(300);
+        assert_eq!(
+            next_bootstrap_step(&progress(false, false, 0, 0), timeout),
+            BootstrapStep::Start
+        );
+        assert_eq!(
+            next_bootstrap_step(&progress(true, true, 1, 10), timeout),
+            BootstrapStep::Running {
+                resume: false,
+                message: "Running step 2 of 3".into()
+            }
+        );
+        // The node restarted: the runner resumes after the last finished step.
+        assert_eq!(
+            next_bootstrap_step(&progress(true, false, 3, 10), timeout),
+            BootstrapStep::Running {
+                resume: true,
+                message: "Running step 3 of 3".into()
+            }
+        );
+        assert_eq!(
+            next_bootstrap_step(&progress(true, true, 1, 301), timeout),
+            BootstrapStep::TimedOut {
+                reason: "the bootstrap did not complete within bootstrapTimeout (300s)".into(),
+                message: "Step 2 of 3 did not complete: the bootstrap did not complete within bootstrapTimeout (300s)".into()
+            }
+        );
+        let failed = Progress {
+            failed: Some((2, 1, "boom".into())),
+            ..progress(true, false, 1, 400)
+        };
+        assert_eq!(
+            next_bootstrap_step(&failed, timeout),
+            BootstrapStep::Failed("Step 2 of 3 failed with exit code 1:\nboom".into()),
+            "a failure is reported as it is, not as a timeout"
+        );
+        let no_sentinel = Progress {
+            failed: Some((0, 1, "none wrote it".into())),
+            ..progress(true, false, 3, 10)
+        };
+        assert_eq!(
+            next_bootstrap_step(&no_sentinel, timeout),
+            BootstrapStep::Failed("The bootstrap did not succeed: none wrote it".into())
+        );
+        let succeeded = Progress {
+            succeeded: true,
+            ..progress(true, false, 3, 1000)
+        };
+        assert_eq!(
+            next_bootstrap_step(&succeeded, timeout),
+            BootstrapStep::Done
         );
     }
 
